@@ -1,0 +1,101 @@
+"""One self-contained HTML page for an attention.json document.
+
+The page (``viz/static/page.html`` with ``attention.css`` and ``attention.js`` inlined) shows:
+
+* a **head view** — query tokens and key tokens in two columns joined by lines whose opacity and
+  width are the attention weight, one colour per head; head chips toggle heads and hovering a
+  token isolates its links;
+* a **model view** — every layer × head of the selected kind as a small heatmap; clicking one
+  enlarges it with token labels and per-cell values;
+* a switch between ``encoder_self``, ``decoder_self`` and ``cross`` (those present) and a layer
+  selector.
+
+It loads nothing: no CDN, no URL of any kind (a Content-Security-Policy says so too), so it works
+offline from ``file://``. The explorer (:mod:`attnlab.viz.explorer`) serves the same page and the
+same script with a form added.
+
+    >>> write_attention_html(doc, "runs/toy/attention.html", title="le chat")
+    PosixPath('runs/toy/attention.html')
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .doc import to_jsonable, validate_attention_doc
+
+__all__ = ["render_attention_html", "render_page", "write_attention_html", "validate_attention_doc"]
+
+_EXPLORER_START, _EXPLORER_END = "<!--explorer-->", "<!--/explorer-->"
+
+
+@lru_cache(maxsize=None)
+def _static(name: str) -> str:
+    return resources.files("attnlab.viz").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def embed_json(value: Any) -> str:
+    """JSON that is safe inside ``<script type="application/json">``.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c``-style escapes (still the same JSON), so a token such
+    as ``</script>`` or ``<!--`` can never end the script element early; U+2028/U+2029 are
+    escaped for old JavaScript parsers.
+    """
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def render_page(doc: dict | None, *, title: str, explorer: dict | None = None) -> str:
+    """The viewer page with ``doc`` embedded (or empty); ``explorer`` adds the input form.
+
+    ``explorer`` is the form's configuration: ``{"api": "/api/attention", "max_beam": 8,
+    "max_chars": 1000, "examples": [...]}``.
+    """
+    page = _static("page.html")
+    if explorer is None:  # the static page has no form
+        start, end = page.index(_EXPLORER_START), page.index(_EXPLORER_END) + len(_EXPLORER_END)
+        page = page[:start] + page[end:]
+    data = embed_json({"doc": doc, "explorer": explorer})
+    # Each placeholder is filled once, in an order where no inserted text is searched again.
+    page = page.replace("{{style}}", _static("attention.css"), 1)
+    page = page.replace("{{title}}", html.escape(title))
+    page = page.replace("{{data}}", data, 1)
+    return page.replace("{{script}}", _static("attention.js").replace("</", "<\\/"), 1)
+
+
+def render_attention_html(doc: dict, *, title: str = "attnlab attention") -> str:
+    """Validate ``doc`` (numpy arrays allowed) and return the self-contained HTML page.
+
+    >>> page = render_attention_html(doc)
+    >>> "http" in page
+    False
+    """
+    doc = to_jsonable(doc)
+    validate_attention_doc(doc, allow_zero_rows=True)
+    return render_page(doc, title=title)
+
+
+def write_attention_html(doc: dict, path: str | os.PathLike, *, title: str = "attnlab attention") -> Path:
+    """Write :func:`render_attention_html` to ``path`` atomically (temporary file + rename)."""
+    text = render_attention_html(doc, title=title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
