@@ -1,0 +1,203 @@
+"""The explorer: a local web app where you type a sentence and watch its tokens interact.
+
+``GET /`` serves the same page and script as attention.html (:mod:`attnlab.viz.html`) with a form
+added: text, optional forced target, beam width. The form posts to ``POST /api/attention`` and
+redraws the head view and model view from the answer. ``GET /api/info`` describes the model;
+FastAPI's ``/docs`` documents the API.
+
+The app never touches a model itself: it calls ``analyze(text, target, beam)``, which returns an
+attention.json dict plus ``"translation"`` (or raises ``ValueError`` for input it refuses).
+Calls to ``analyze`` are serialised by a lock, because a torch model with recorded attention is
+not safe to share between threads.
+
+    >>> app = create_app(my_analyze, info={"model": "runs/toy"})
+    >>> serve(app, port=8000)          # then open http://127.0.0.1:8000/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import webbrowser
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from .doc import to_jsonable, validate_attention_doc
+from .html import render_page
+
+logger = logging.getLogger(__name__)
+
+Analyze = Callable[[str, Optional[str], int], dict]
+MAX_BODY_BYTES = 64 * 1024
+API_PATH = "/api/attention"
+
+
+class AttentionRequest(BaseModel):
+    """What the page sends: the sentence, an optional forced translation, the beam width."""
+
+    text: str = Field(..., description="the source sentence", examples=["the cat sat on the mat"])
+    target: str | None = Field(None, description="force this target instead of decoding one")
+    beam: int = Field(1, ge=1, description="beam width for decoding (1 = greedy)")
+
+
+class BodySizeLimit:
+    """ASGI middleware answering 413 to any request body larger than ``max_bytes``.
+
+    A declared Content-Length is refused at once; a chunked body is counted as it arrives.
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        messages, size, more = [], 0, True
+        while more:  # buffer the (small, bounded) body so it can be replayed to the app
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        response = JSONResponse({"detail": f"request body is larger than {self.max_bytes} bytes"},
+                                status_code=413)
+        await response(scope, receive, send)
+
+
+def create_app(
+    analyze: Analyze,
+    *,
+    title: str = "attnlab explorer",
+    info: dict | None = None,
+    max_chars: int = 1000,
+    max_beam: int = 8,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """Build the explorer app around ``analyze(text, target, beam) -> attention.json + translation``.
+
+    Bad input never stops the server: malformed JSON or a missing field → 422, empty or too long
+    text and ``ValueError`` from ``analyze`` → 400 ``{"detail": message}``, a body over
+    ``max_body_bytes`` → 413.
+    """
+    info = dict(info or {})
+    lock = threading.Lock()
+    app = FastAPI(title=title, description="Attention of an attnlab model, one sentence at a time.")
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    page = render_page(None, title=title, explorer={
+        "api": API_PATH, "max_beam": max_beam, "max_chars": max_chars,
+        "examples": [str(e) for e in info.get("examples", [])],
+    })
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/api/info")
+    def api_info() -> dict:
+        """What model is being explored (as given to ``create_app``)."""
+        return info
+
+    @app.post(API_PATH, responses={
+        200: {"description": "attention.json (DESIGN.md) plus \"translation\""},
+        400: {"description": "the text or target was refused"},
+        413: {"description": "request body too large"},
+    })
+    def attention(request: AttentionRequest) -> Response:
+        """Translate ``text`` (or force ``target``) and return every attention map."""
+        text = _checked_text(request.text, "text", max_chars)
+        target = None
+        if request.target is not None and request.target.strip():
+            target = _checked_text(request.target, "target", max_chars)
+        if request.beam > max_beam:
+            raise HTTPException(400, f"beam must be between 1 and {max_beam}, got {request.beam}")
+        with lock:  # one analysis at a time: the model is shared
+            try:
+                doc = analyze(text, target, request.beam)
+            except ValueError as error:
+                raise HTTPException(400, str(error) or "the input was refused") from None
+            except Exception as error:
+                logger.exception("analyze failed for %r", text[:80])
+                raise HTTPException(500, f"analysis failed: {type(error).__name__}") from None
+        doc = to_jsonable(doc)
+        try:
+            validate_attention_doc(doc, allow_zero_rows=True)
+        except ValueError as error:
+            logger.error("analyze returned an invalid attention document: %s", error)
+            raise HTTPException(500, f"the model returned an invalid attention document: {error}") from None
+        return Response(json.dumps(doc, ensure_ascii=False, allow_nan=False), media_type="application/json")
+
+    return app
+
+
+def _checked_text(value: str, name: str, max_chars: int) -> str:
+    if not value.strip():
+        raise HTTPException(400, f"{name} is empty: type a sentence")
+    if len(value) > max_chars:
+        raise HTTPException(400, f"{name} has {len(value)} characters; at most {max_chars} are allowed")
+    return value
+
+
+def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, open_browser: bool = False,
+          log_level: str = "info") -> None:
+    """Run ``app`` with uvicorn until interrupted; by default reachable only from this machine."""
+    import uvicorn
+
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    if open_browser:
+        threading.Timer(1.0, webbrowser.open, args=[url]).start()
+    logger.info("attnlab explorer on %s", url)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+
+@contextmanager
+def background_server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a daemon thread and yield its base URL; stop it on exit.
+
+    ``port=0`` picks a free port. Meant for tests and notebooks:
+
+    >>> with background_server(app) as url:
+    ...     httpx.get(url + "api/info")
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", backlog=1024))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):  # wait up to ~10 s for startup
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.02)
+        if not server.started:
+            raise RuntimeError("the explorer server did not start")
+        yield f"http://{host}:{sock.getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
