@@ -93,7 +93,8 @@ class Codec:
         ids = [int(i) for i in ids]
         if EOS_ID in ids:
             ids = ids[: ids.index(EOS_ID)]
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        content = [i for i in ids if i >= len(SPECIAL_TOKENS)]
+        return self.tokenizer.decode(content, skip_special_tokens=True).strip()
 
     def tokens(self, ids: Sequence[int]) -> list[str]:
         """One readable string per id (labels of attention heatmaps): "▁chat"/"Ġchat" → "chat"."""
@@ -155,6 +156,7 @@ class Codec:
         vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + list(symbols))}
         tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
         tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tokenizer.add_special_tokens(SPECIAL_TOKENS)  # already in the vocabulary: marks them special
         return cls(tokenizer)  # no decoder: tokens are joined by single spaces
 
     @classmethod
