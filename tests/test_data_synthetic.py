@@ -120,6 +120,10 @@ def test_word_codec_splits_punctuation_and_maps_rare_words_to_unk():
     assert codec.decode(codec.encode("the dog sat, then ran.")) == "the dog sat, then ran."
     assert codec.encode("the zebra sat")[1] == codec.unk_id
     assert codec.unknown_tokens("the zebra sat, quietly.") == ["zebra", "quietly"]
+    elisions = Codec.train(["I don't know.", "l'été, n' aime"], kind="word")
+    assert elisions.tokens(elisions.encode("I don't know.")) == ["I", "do", "n't", "know", "."]
+    assert elisions.tokens(elisions.encode("l'été, n' aime")) == ["l'", "été", ",", "n'", "aime"]
+    assert elisions.decode(elisions.encode("l'été, n' aime")) == "l'été, n' aime"
 
 
 def test_normalizing_codec_treats_no_break_spaces_like_spaces():

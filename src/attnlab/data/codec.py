@@ -37,9 +37,10 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
 # Word level: mark the start of each word with "▁" (SentencePiece's metaspace), then split each
-# word into runs of letters/digits and single punctuation marks: "▁don't." → "▁don" "'" "t" ".".
-# Because the spaces survive as "▁", decoding puts back exactly the spacing of the input.
-_WORD_SPLIT = Regex(r"▁?\w+|▁?[^\w▁]")
+# word into runs of letters/digits and single punctuation marks. A French elision keeps its
+# apostrophe ("▁l'" "été", "▁n'" "aime") and English "n't" is its own word ("▁do" "n't"), as in
+# the Penn Treebank. Because the spaces survive as "▁", decoding restores the input's spacing.
+_WORD_SPLIT = Regex(r"▁?\w+(?=n['’]t)|n['’]t|▁?\w+['’]?|▁?[^\w▁]")
 
 
 def text_normalizer(*, normalize: bool = True, lowercase: bool = False) -> normalizers.Normalizer | None:
