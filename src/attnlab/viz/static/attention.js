@@ -172,7 +172,9 @@
     var weights = group.layers[state.layer]; // [head][query][key]
     var root = $("[data-testid=head-view] svg", this.root);
     clear(root);
-    var rowHeight = 24, top = 34, columnWidth = 150, gap = 190;
+    var longest = Math.max.apply(null, group.queries.concat(group.keys).map(function (t) { return t.length; }).concat([4]));
+    var rowHeight = 24, top = 34, gap = 190;
+    var columnWidth = Math.min(320, 24 + 7.5 * longest); // roughly 7.5 px per character at 13 px
     var rows = Math.max(group.queries.length, group.keys.length);
     var width = 2 * columnWidth + gap, height = top + rows * rowHeight + 8;
     setAttrs(root, { width: width, height: height, viewBox: "0 0 " + width + " " + height });
@@ -196,17 +198,17 @@
         });
       });
     });
-    this.drawTokenColumn(root, group.queries, "query", leftX - 8, top, rowHeight, "end");
-    this.drawTokenColumn(root, group.keys, "key", rightX + 8, top, rowHeight, "start");
+    this.drawTokenColumn(root, group.queries, "query", leftX - 8, top, rowHeight, "end", columnWidth - 8);
+    this.drawTokenColumn(root, group.keys, "key", rightX + 8, top, rowHeight, "start", columnWidth - 8);
   };
 
-  Viewer.prototype.drawTokenColumn = function (root, tokens, side, x, top, rowHeight, anchor) {
+  Viewer.prototype.drawTokenColumn = function (root, tokens, side, x, top, rowHeight, anchor, width) {
     var self = this;
     tokens.forEach(function (token, index) {
       var y = top + index * rowHeight;
       var bg = svg("rect", { class: "token-bg", "data-side": side, "data-index": index, rx: 4,
-                             x: anchor === "end" ? x - 140 : x - 4, y: y - rowHeight / 2 + 2,
-                             width: 144, height: rowHeight - 4 });
+                             x: anchor === "end" ? x - width + 4 : x - 4, y: y - rowHeight / 2 + 2,
+                             width: width, height: rowHeight - 4 });
       var text = svg("text", { class: "token", "data-side": side, "data-index": index, x: x, y: y,
                                "text-anchor": anchor, "dominant-baseline": "middle" }, token);
       [bg, text].forEach(function (node) {
