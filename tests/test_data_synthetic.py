@@ -1,5 +1,7 @@
 """Claims about the synthetic tasks, the Codec and batching."""
 
+import json
+
 import pytest
 import torch
 
@@ -21,8 +23,9 @@ def test_synthetic_tasks_are_deterministic_for_a_seed():
         assert _pairs(load_task(task, seed=3, **SMALL)) != _pairs(load_task(task, seed=4, **SMALL))
 
 
-def test_copy_targets_equal_sources():
+def test_copy_targets_equal_sources_and_info_is_json():
     data = load_task("copy", **SMALL)
+    assert json.loads(json.dumps(data.info))["sizes"] == {"train": 300, "dev": 50, "test": 50}
     assert all(ex.tgt_ids == ex.src_ids and ex.references == [ex.src_text] for ex in data.train)
 
 
@@ -74,6 +77,8 @@ def test_parse_length_range():
     ("copy", {"train_lengths": (5, 2)}, "train_lengths"),
     ("copy", {"test_lengths": "0-3"}, "length range"),
     ("copy", {"vocab": 1}, "vocab"),
+    ("toy", {"lowercase": True}, "lowercase"),
+    ("toy", {"num_pairs": 5}, "num_pairs"),
 ])
 def test_bad_task_or_option_is_a_value_error_naming_it(spec, options, message):
     with pytest.raises(ValueError, match=message):

@@ -12,7 +12,8 @@ disk), `download` (fetching public corpora), `batching` (padded, length-bucketed
 
 from attnlab.data.batching import Batch, collate, make_batches
 from attnlab.data.codec import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, Codec, text_normalizer
-from attnlab.data.download import CORPORA, default_data_root, download_corpus
+from attnlab.data.corpus import find_corpus, load_corpus
+from attnlab.data.download import CORPORA, DownloadError, default_data_root, download_corpus
 from attnlab.data.example import Example, TaskData
 from attnlab.data.synthetic import SYNTHETIC_TASKS, load_synthetic, parse_length_range
 from attnlab.data.tasks import TASKS, load_task
@@ -25,5 +26,6 @@ __all__ = [
     "Batch", "collate", "make_batches",
     "SYNTHETIC_TASKS", "TASKS", "load_synthetic", "parse_length_range", "load_task",
     "TOY_EXAMPLES", "load_toy",
-    "CORPORA", "default_data_root", "download_corpus",
+    "load_corpus", "find_corpus",
+    "CORPORA", "DownloadError", "default_data_root", "download_corpus",
 ]
