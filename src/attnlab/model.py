@@ -237,6 +237,12 @@ class Transformer(nn.Module):
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache() for _ in self.decoder.layers]
 
+    @staticmethod
+    def reorder_cache(cache: list[LayerCache], index: Tensor) -> None:
+        """Keep the cache rows of surviving beam hypotheses (beam search)."""
+        for layer in cache:
+            layer.self_attn.reorder(index)  # cross-attention memory is identical across one source's beams
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -1,0 +1,256 @@
+"""One trainer for every task: synthetic sequences, the toy corpus, real parallel corpora.
+
+Each step: a padded batch → teacher-forced logits → cross-entropy with label
+smoothing (ignoring padding) → backward → gradient clipping → AdamW step with
+the learning rate from the schedule:
+
+* ``noam`` — the paper's warmup then inverse square root (§5.3), written with
+  the peak rate explicit: lr(s) = peak · min(s / warmup, √(warmup / s));
+  the paper's d_model^-0.5 · min(s^-0.5, s · warmup^-1.5) is this with
+  peak = (d_model · warmup)^-0.5.
+* ``cosine`` — linear warmup, then cosine decay to zero at the last step.
+* ``constant`` — linear warmup, then flat.
+
+The run directory is written only through :mod:`attnlab.checkpoint`, so it can
+be resumed after a crash and reproduces an uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .data import PAD_ID, TaskData, load_task, make_batches
+from .evaluation import evaluate
+from .runs import RunConfig, build_model, write_config
+
+__all__ = ["TrainConfig", "learning_rate", "train", "resolve_device", "SCHEDULES"]
+
+SCHEDULES = ("noam", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: steps, batches, optimiser, schedule, evaluation and logging."""
+
+    steps: int = 2000
+    batch_size: int | None = 64  # sentences per batch (synthetic tasks)
+    max_tokens: int | None = None  # padded tokens per batch (corpora); overrides batch_size
+    lr: float = 1e-3  # peak learning rate
+    schedule: str = "cosine"
+    warmup: int = 200
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0
+    weight_decay: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    eval_every: int = 500
+    eval_examples: int = 300  # dev sentences decoded at each evaluation
+    log_every: int = 25
+    checkpoint_every: int = 500
+    max_minutes: float | None = None  # stop early when the wall-clock budget is spent
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("steps", "eval_every", "log_every", "checkpoint_every", "eval_examples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_size is None and self.max_tokens is None:
+            raise ValueError("give batch_size or max_tokens")
+        for name in ("batch_size", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ValueError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate at (1-based) ``step`` under the configured schedule."""
+    warmup = max(config.warmup, 1)
+    if config.schedule == "noam":
+        return config.lr * min(step / warmup, math.sqrt(warmup / step))
+    if step <= config.warmup:
+        return config.lr * step / warmup
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available in this PyTorch build")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but MPS is not available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked (CPUs with AVX-512 bf16, CUDA); a no-op for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _batches_for_epoch(data: TaskData, config: TrainConfig, epoch: int):
+    return make_batches(data.train, max_tokens=config.max_tokens,
+                        batch_size=None if config.max_tokens else config.batch_size,
+                        shuffle=True, seed=config.seed, epoch=epoch)
+
+
+class _MetricsLog:
+    """metrics.jsonl: one JSON object per line, truncated back to a checkpoint on resume."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is None:
+            checkpoint.atomic_write_text(path, "")
+        else:
+            kept = [line for line in (path.read_text().splitlines() if path.exists() else [])
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.pending: list[str] = []
+
+    def add(self, record: dict) -> None:
+        self.pending.append(json.dumps(record))
+
+    def flush(self) -> None:
+        if self.pending:
+            with self.path.open("a") as handle:
+                handle.write("".join(line + "\n" for line in self.pending))
+            self.pending.clear()
+
+
+def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progress: bool = True,
+          data: TaskData | None = None, on_log=None) -> dict:
+    """Train (or resume) the run in ``run_dir``; return the final evaluation dict.
+
+    ``data`` may be given to reuse an already-loaded task (tests, experiments).
+    """
+    run_dir = Path(run_dir)
+    config = run_config.train
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if data is None:
+        data = load_task(run_config.task, seed=config.seed, **run_config.task_options)
+    run_config = run_config.with_vocab(data.source.vocab_size, data.target.vocab_size)
+    model = build_model(run_config).to(device)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.dim() < 2 else decay).append(param)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
+                                  fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters
+
+    step, epoch, batch_index = 0, 0, 0
+    if resume:
+        state = checkpoint.load_checkpoint(run_dir, model, optimizer)
+        step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, run_config)
+        data.save_codecs(run_dir)
+    log = _MetricsLog(run_dir / "metrics.jsonl", step if resume else None)
+
+    from .progress import TrainingProgress  # rich is only needed while training
+
+    bar = TrainingProgress(total=config.steps, start=step, enabled=progress)
+    batches = _batches_for_epoch(data, config, epoch)
+    started = time.perf_counter()
+    window_tokens, window_start = 0, time.perf_counter()
+    model.train()
+    stopped_early = False
+    with bar:
+        while step < config.steps:
+            if batch_index >= len(batches):
+                epoch, batch_index = epoch + 1, 0
+                batches = _batches_for_epoch(data, config, epoch)
+            batch = batches[batch_index].to(device)
+            batch_index += 1
+            step += 1
+            lr = learning_rate(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(device, config.precision):
+                logits = model(batch.src, batch.tgt_in)  # (B, Lt, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
+                                   label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            window_tokens += batch.num_tokens
+
+            if step % config.log_every == 0 or step == config.steps:
+                loss_value = loss.item()
+                elapsed = time.perf_counter() - window_start
+                record = {"step": step, "split": "train", "epoch": epoch, "loss": round(loss_value, 6),
+                          "lr": lr, "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
+                log.add(record)
+                bar.update(step, loss=loss_value, lr=lr, tokens_per_s=record["tokens_per_s"])
+                window_tokens, window_start = 0, time.perf_counter()
+                if on_log:
+                    on_log(record)
+            if step % config.eval_every == 0 and step != config.steps:
+                scores = evaluate(model, data.dev[: config.eval_examples], data, device=device, breakdown=False)
+                model.train()
+                log.add({"step": step, "split": "dev", **scores["summary"]})
+                bar.note(step, scores["summary"], data.metric)
+            out_of_time = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
+            if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
+                log.flush()
+                checkpoint.save_checkpoint(run_dir, step, model, optimizer,
+                                           {"epoch": epoch, "batch_index": batch_index})
+            if out_of_time:
+                stopped_early = True
+                break
+    log.flush()
+    result = evaluate(model, data.test, data, device=device, breakdown=True)
+    result["summary"].update({"steps": step, "epochs": round(epoch + batch_index / max(len(batches), 1), 3),
+                              "train_minutes": round((time.perf_counter() - started) / 60, 3),
+                              "stopped_early": stopped_early, "parameters": sum(p.numel() for p in model.parameters())})
+    checkpoint.atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
+                                                                    "examples": result["examples"]}, indent=2))
+    return result
