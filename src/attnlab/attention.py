@@ -119,14 +119,21 @@ def scaled_dot_product_attention(
         raise ValueError(f"query and key must share their last dimension d_k, got {q.shape[-1]} and {k.shape[-1]}")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"key and value must have the same length, got {k.shape[-2]} and {v.shape[-2]}")
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Lq, Lk)
+    # Scaling q (Lq × d_k) rather than the scores (Lq × Lk) is cheaper once Lk > d_k,
+    # and it makes q contiguous for the matmul in the same pass.
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (..., Lq, Lk)
     if bias is not None:
         scores = scores + bias
     if mask is not None:
         _check_bool_mask(mask)
         # A finite "minus infinity" keeps fully-masked rows finite (uniform), and
         # multiplying by the mask afterwards makes masked weights exactly zero.
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        # In place when shapes allow: nothing autograd saved needs the raw scores.
+        fill = torch.finfo(scores.dtype).min
+        if torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape:
+            scores = scores.masked_fill_(~mask, fill)
+        else:  # the mask adds batch dimensions
+            scores = scores.masked_fill(~mask, fill)
     weights = torch.softmax(scores, dim=-1)  # (..., Lq, Lk)
     if mask is not None:
         weights = weights * mask
@@ -143,7 +150,7 @@ def _fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias:
     if mask is not None:
         # Bool masks become additive with a finite minimum so that fully masked
         # rows stay finite; their output is zeroed below, as in the explicit path.
-        neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, torch.finfo(q.dtype).min)
+        neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, torch.finfo(q.dtype).min)
         attn_bias = neg if attn_bias is None else (attn_bias + neg).clamp(min=torch.finfo(q.dtype).min)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p)
     if mask is not None:

@@ -1,0 +1,23 @@
+"""Shared scaffolding for the scripts in ``benchmarks/``: the helpers live in
+:mod:`attnlab.benchmarking` (so ``attnlab bench`` uses the same code); this
+adds the command-line flags every script takes."""
+
+from __future__ import annotations
+
+import argparse
+
+from attnlab.benchmarking import *  # noqa: F401,F403  (re-exported for the scripts)
+from attnlab.benchmarking import set_threads
+
+
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """``--quick`` (tiny shapes, 1 repeat), ``--json PATH``, ``--threads N`` (default 2)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes and one repeat (a smoke test)")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+    parser.add_argument("--threads", type=int, default=2, metavar="N", help="torch intra-op threads (default 2)")
+    return parser
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    return set_threads(args.threads)
