@@ -146,7 +146,8 @@ def test_batches_are_padded_and_shifted():
         for row, index in enumerate(batch.examples):
             ex = data.train[index]
             n, m = len(ex.src_ids), len(ex.tgt_ids)
-            assert batch.src[row, :n].tolist() == ex.src_ids and (batch.src[row, n:] == PAD_ID).all()
+            assert batch.src[row, : n + 1].tolist() == ex.src_ids + [EOS_ID]  # the source ends with EOS
+            assert (batch.src[row, n + 1 :] == PAD_ID).all()
             assert batch.tgt_in[row, : m + 1].tolist() == [BOS_ID] + ex.tgt_ids
             assert batch.tgt_out[row, : m + 1].tolist() == ex.tgt_ids + [EOS_ID]
             assert (batch.tgt_in[row, m + 1:] == PAD_ID).all() and (batch.tgt_out[row, m + 1:] == PAD_ID).all()

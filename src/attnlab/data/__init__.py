@@ -10,7 +10,7 @@ disk), `download` (fetching public corpora), `batching` (padded, length-bucketed
 `tasks` (`load_task`, the entry point).
 """
 
-from attnlab.data.batching import Batch, collate, make_batches
+from attnlab.data.batching import Batch, collate, make_batches, source_ids
 from attnlab.data.codec import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, Codec, text_normalizer
 from attnlab.data.corpus import find_corpus, load_corpus
 from attnlab.data.download import CORPORA, DownloadError, default_data_root, download_corpus
@@ -23,7 +23,7 @@ __all__ = [
     "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "SPECIAL_TOKENS",
     "Codec", "text_normalizer",
     "Example", "TaskData",
-    "Batch", "collate", "make_batches",
+    "Batch", "collate", "make_batches", "source_ids",
     "SYNTHETIC_TASKS", "TASKS", "load_synthetic", "parse_length_range", "load_task",
     "TOY_EXAMPLES", "load_toy",
     "load_corpus", "find_corpus",

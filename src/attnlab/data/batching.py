@@ -3,6 +3,7 @@
 A decoder is trained by *teacher forcing*: it reads the target shifted right by one (starting with
 BOS) and predicts the target followed by EOS::
 
+    src      = [x,  y,  EOS]               # encoder input  (B, Ls): the source ends with EOS
     tgt      =        [a,  b,  c]
     tgt_in   = [BOS,   a,  b,  c]          # decoder input  (B, Lt)
     tgt_out  = [  a,   b,  c, EOS]         # labels         (B, Lt)
@@ -54,11 +55,21 @@ def _pad(rows: list[list[int]]) -> torch.Tensor:
     return out
 
 
+def source_ids(ids: Sequence[int]) -> list[int]:
+    """What the encoder reads: the source tokens followed by EOS.
+
+    The end marker gives a bidirectional encoder a fixed point to measure from
+    (symmetric position biases such as ALiBi cannot otherwise tell a sequence
+    from its mirror image). Training and inference both build sources here.
+    """
+    return list(ids) + [EOS_ID]
+
+
 def collate(examples: Sequence[Example], indices: Sequence[int]) -> Batch:
     """One padded `Batch` from `examples[i] for i in indices`, in that order."""
     chosen = [examples[i] for i in indices]
     return Batch(
-        src=_pad([ex.src_ids for ex in chosen]),
+        src=_pad([source_ids(ex.src_ids) for ex in chosen]),
         tgt_in=_pad([[BOS_ID] + ex.tgt_ids for ex in chosen]),
         tgt_out=_pad([ex.tgt_ids + [EOS_ID] for ex in chosen]),
         num_tokens=sum(len(ex.tgt_ids) + 1 for ex in chosen),
@@ -68,7 +79,7 @@ def collate(examples: Sequence[Example], indices: Sequence[int]) -> Batch:
 
 def _padded_size(ex: Example) -> int:
     """The width one example needs: the longer of its source and its target (+1 for BOS/EOS)."""
-    return max(len(ex.src_ids), len(ex.tgt_ids) + 1)
+    return max(len(ex.src_ids), len(ex.tgt_ids)) + 1
 
 
 def make_batches(

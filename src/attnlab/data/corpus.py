@@ -221,14 +221,17 @@ def split_by_source(pairs: list[SentencePair], *, seed: int, dev_fraction, test_
 
 def make_translation_task(name: str, splits: dict[str, list[SentencePair]], *, tokenizer: str,
                           vocab_size: int, shared_vocab: bool, normalize: bool, lowercase: bool,
-                          max_len: int | None = None, info: dict | None = None) -> TaskData:
-    """Train codecs on `splits["train"]` and encode every split into Examples.
+                          max_len: int | None = None, info: dict | None = None,
+                          codecs: tuple[Codec, Codec] | None = None) -> TaskData:
+    """Train codecs on `splits["train"]` (or use given `codecs`) and encode every split into Examples.
 
     Train keeps every pair; dev and test get one Example per distinct source, whose `references`
     are all its targets (the first target is `tgt_text`)."""
     train = splits["train"]
     codec_options = dict(kind=tokenizer, vocab_size=vocab_size, normalize=normalize, lowercase=lowercase)
-    if shared_vocab:
+    if codecs is not None:
+        source, target = codecs
+    elif shared_vocab:
         source = target = Codec.train([t for p in train for t in (p.src, p.tgt)], **codec_options)
     else:
         source = Codec.train([p.src for p in train], **codec_options)
@@ -283,6 +286,7 @@ def load_corpus(
     dev_fraction=0.02,
     test_fraction=0.02,
     data_dir=None,
+    codecs: tuple[Codec, Codec] | None = None,
 ) -> TaskData:
     """A translation task from a known corpus name ("fra-eng", "multi30k") or a path.
 
@@ -291,6 +295,8 @@ def load_corpus(
     `max_len`: drop training pairs with more tokens than this on either side.
     `dev_fraction`/`test_fraction`: share (or count) of source sentences held out, when the corpus
     has no dev/test files of its own. `data_dir`: where a known corpus lives (see `find_corpus`).
+    `codecs`: (source, target) tokenizers of a trained run — then nothing is trained or split, and
+    the whole file (or a directory's own test split) becomes the test split, for scoring a model.
     """
     name = str(spec)
     if name in CORPUS_LANGUAGES:
@@ -314,7 +320,10 @@ def load_corpus(
     clean = _Cleaner(normalize=normalize, lowercase=lowercase, strict=strict)
     reading = _read(path, columns=columns, src_lang=src_lang, tgt_lang=tgt_lang, clean=clean,
                     max_pairs=max_pairs)
-    if reading.pairs["dev"] is None or reading.pairs["test"] is None:
+    if codecs is not None:
+        test = reading.pairs["test"] if reading.pairs["test"] is not None else reading.pairs["train"]
+        splits = {"train": [], "dev": [], "test": test}
+    elif reading.pairs["dev"] is None or reading.pairs["test"] is None:
         carved = split_by_source(reading.pairs["train"], seed=seed, dev_fraction=dev_fraction,
                                  test_fraction=test_fraction)
         splits = {s: reading.pairs[s] if reading.pairs[s] is not None else carved[s] for s in carved}
@@ -326,4 +335,4 @@ def load_corpus(
             "skipped_lines": reading.skipped_lines, "pairs_read": sum(len(p) for p in splits.values())}
     return make_translation_task(name, splits, tokenizer=tokenizer, vocab_size=vocab_size,
                                  shared_vocab=shared_vocab, normalize=normalize, lowercase=lowercase,
-                                 max_len=max_len, info=info)
+                                 max_len=max_len, info=info, codecs=codecs)

@@ -1,0 +1,62 @@
+"""The ``attnlab`` command line (typer).
+
+Every command has ``--help`` with an example. Bad input gives one line on
+stderr starting with ``error:`` and exit status 2; nothing already written is
+touched.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from .common import EXIT_BAD_INPUT, echo_error
+
+app = typer.Typer(
+    name="attnlab",
+    help="attnlab: a laboratory for Transformers and attention.\n\n"
+         "Start with `attnlab demo`; see `attnlab COMMAND --help` for examples.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+
+def _register() -> None:
+    from . import data_cmds, run_cmds, train_cmds  # noqa: F401  (commands register themselves on `app`)
+
+    for optional in ("experiment_cmds", "bench_cmds"):
+        try:
+            __import__(f"{__name__}.{optional}")
+        except ModuleNotFoundError as missing:
+            if missing.name != f"{__name__}.{optional}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False, prog_name="attnlab")
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        echo_error("aborted")
+        return 130
+    except click.ClickException as error:  # usage errors: unknown option, missing argument, bad value
+        error.show()
+        return EXIT_BAD_INPUT
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as error:
+        echo_error(str(error))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        echo_error("interrupted")
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

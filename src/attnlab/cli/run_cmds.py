@@ -1,0 +1,228 @@
+"""Commands that use a trained run: generate, translate, attend, explore, and the demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import app
+from .common import check_writable_dir, fail
+
+
+def _show_warnings() -> None:
+    """Library warnings (unknown words, truncation) as one plain line each on stderr."""
+    warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
+
+
+@app.command()
+def generate(
+    run: Path = typer.Argument(..., help="run directory of a synthetic task"),
+    sequence: str = typer.Argument(..., help="space-separated symbols, e.g. '3 1 4 1 5'"),
+):
+    """Run a synthetic-task model (copy, reverse, sort, add) on one input sequence.
+
+    Example:
+
+        attnlab generate runs/reverse "3 1 4 1 5"      # prints 5 1 4 1 3
+    """
+    from ..inference import Translator
+
+    translator = Translator.load(run)
+    unknown = translator.source.unknown_tokens(sequence)
+    if unknown:
+        vocabulary = [t for t in translator.source.tokens(range(translator.source.vocab_size)) if not t.startswith("<")]
+        fail(f"unknown symbols {unknown}; this model reads: {' '.join(vocabulary)}")
+    print(translator.translate([sequence])[0])
+
+
+@app.command()
+def translate(
+    run: Path = typer.Argument(..., help="run directory"),
+    text: Optional[str] = typer.Argument(None, help="sentence to translate; omit to read one per line from stdin"),
+    beam: int = typer.Option(1, "--beam", "-k", help="beam size (1 = greedy)"),
+    truncate: bool = typer.Option(False, "--truncate", help="cut over-long input (with a warning) instead of failing"),
+    batch_size: int = typer.Option(32, help="sentences translated together when reading stdin"),
+):
+    """Translate a sentence, or every line of stdin.
+
+    Examples:
+
+        attnlab translate demo-output/run "the little cat sleeps ."
+
+        attnlab translate runs/fra-eng --beam 4 < sentences.txt
+    """
+    from ..inference import Translator
+
+    _show_warnings()
+    translator = Translator.load(run, truncate=truncate)
+    if text is not None:
+        print(translator.translate([text], beam=beam)[0])
+        return
+    if sys.stdin.isatty():
+        fail("give TEXT, or pipe sentences on stdin (one per line)")
+    lines = [line.rstrip("\n") for line in sys.stdin]
+    if not any(line.strip() for line in lines):
+        fail("stdin had no sentences")
+    for start in range(0, len(lines), batch_size):
+        chunk = lines[start : start + batch_size]
+        present = [line for line in chunk if line.strip()]
+        outputs = iter(translator.translate(present, beam=beam)) if present else iter(())
+        for line in chunk:  # an empty input line gives an empty output line: outputs stay aligned
+            print(next(outputs) if line.strip() else "")
+
+
+def write_attention_outputs(analyzer, text: str, target: Optional[str], out: Path, *, beam: int = 1) -> dict:
+    """attention.json, one PNG grid per attention kind, and the self-contained attention.html."""
+    from ..checkpoint import atomic_write_text
+    from ..viz.figures import plot_attention_doc
+    from ..viz.html import write_attention_html
+
+    doc = analyzer(text, target, beam)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "attention.json", json.dumps(doc))
+    figures = plot_attention_doc(doc, out)
+    write_attention_html(doc, out / "attention.html", title=f"attnlab · {text[:60]}")
+    return {"doc": doc, "figures": figures, "html": out / "attention.html", "json": out / "attention.json"}
+
+
+@app.command()
+def attend(
+    run: str = typer.Argument(..., help="run directory, or 'minilm' for the pretrained all-MiniLM-L6-v2"),
+    text: str = typer.Argument(..., help="the sentence to look at"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for attention.json, PNGs and attention.html"),
+    target: Optional[str] = typer.Option(None, help="target sentence (teacher-forced); default: the model's own output"),
+    beam: int = typer.Option(1, help="beam size used for the model's own output"),
+    truncate: bool = typer.Option(False, "--truncate", help="cut over-long input instead of failing"),
+):
+    """Write every attention map of one sentence: attention.json, PNG heatmaps, attention.html.
+
+    Examples:
+
+        attnlab attend demo-output/run "the little cat sleeps ." --out attn/
+
+        attnlab attend minilm "The animal didn't cross the street because it was too tired" --out attn-minilm/
+    """
+    from ..inference import load_analyzer
+
+    _show_warnings()
+    check_writable_dir(out)
+    analyzer = load_analyzer(run, truncate=truncate)
+    written = write_attention_outputs(analyzer, text, target, out, beam=beam)
+    if written["doc"].get("translation"):
+        print(f"translation: {written['doc']['translation']}")
+    print(f"wrote {written['json']}, {written['html']} and {len(written['figures'])} heatmap grid(s) in {out}")
+    print(f"open file://{written['html'].resolve()} in a browser")
+
+
+@app.command()
+def explore(
+    run: str = typer.Argument(..., help="run directory, or 'minilm'"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (default: this machine only)"),
+    port: int = typer.Option(8000, help="port"),
+    open_browser: bool = typer.Option(False, "--open", help="open the page in a browser"),
+):
+    """Start the attention explorer: type a sentence, watch its attention, on http://127.0.0.1:PORT.
+
+    Examples:
+
+        attnlab explore demo-output/run
+
+        attnlab explore minilm --port 8001
+    """
+    from ..inference import load_analyzer
+    from ..viz.explorer import create_app, serve
+
+    if not 0 < port < 65536:
+        fail(f"--port must be in 1..65535, got {port}")
+    analyzer = load_analyzer(run)
+    app_ = create_app(analyzer, title=f"attnlab explorer · {analyzer.name}", info=analyzer.info)
+    print(f"attnlab explorer for {analyzer.name}: http://{host}:{port}/  (API docs: /docs; Ctrl-C to stop)",
+          file=sys.stderr)
+    serve(app_, host=host, port=port, open_browser=open_browser)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="where the run, figures and page go"),
+    sentence: Optional[str] = typer.Option(None, help="your own English sentence (toy vocabulary) to translate"),
+    steps: Optional[int] = typer.Option(None, help="training steps (default: the toy preset)"),
+    retrain: bool = typer.Option(False, "--retrain", help="train again even if OUT already has a trained run"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """The main job, offline: train a small English→French translator on the built-in toy corpus,
+    report held-out BLEU, translate examples, and write attention heatmaps and the HTML page.
+
+    Examples:
+
+        attnlab demo
+
+        attnlab demo --sentence "the old dogs do not eat the green apples ."
+    """
+    from ..data import TOY_EXAMPLES
+    from ..inference import load_analyzer
+    from ..presets import default_model, default_train
+    from ..viz.figures import plot_position_similarity, plot_positional_encoding, plot_training_curves
+    from .train_cmds import build_run_config
+
+    _show_warnings()
+    check_writable_dir(out)
+    run_dir = out / "run"
+    if sentence is not None and not sentence.strip():
+        fail("--sentence is empty")
+    trained = (run_dir / "eval.json").is_file() and (run_dir / "model.safetensors").is_file()
+    if trained and not retrain:
+        print(f"using the trained demo run in {run_dir} (pass --retrain to train again)", file=sys.stderr)
+    else:
+        from ..training import train as run_training
+
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        settings = {"task": "toy", **({"steps": steps} if steps else {})}
+        run_config = build_run_config(settings)
+        print(f"training a {run_config.model.num_encoder_layers}+{run_config.model.num_decoder_layers}-block "
+              f"Transformer (d_model {run_config.model.d_model}) on the built-in toy English→French corpus…",
+              file=sys.stderr)
+        started = time.perf_counter()
+        run_training(run_dir, run_config, progress=not quiet)
+        print(f"trained in {(time.perf_counter() - started) / 60:.1f} min", file=sys.stderr)
+
+    results = json.loads((run_dir / "eval.json").read_text())
+    print(f"\nheld-out test set ({results['num_examples']} sentences never seen in training): "
+          f"BLEU {results['bleu']:.1f}, chrF {results['chrf']:.1f}, exact match {100 * results['exact_match']:.1f}%")
+
+    analyzer = load_analyzer(str(run_dir))
+    sentences = list(TOY_EXAMPLES) + ([sentence] if sentence else [])
+    from ..inference import Translator
+
+    translator = Translator.load(run_dir)
+    print("\ntranslations:")
+    for english, french in zip(sentences, translator.translate(sentences)):
+        print(f"  {english}\n    → {french}")
+
+    focus = sentence or TOY_EXAMPLES[0]
+    written = write_attention_outputs(analyzer, focus, None, out / "attention")
+    figures = [plot_training_curves(run_dir / "metrics.jsonl", out / "training_curves.png")]
+    model = translator.model
+    sinusoid = model.encoder.positional.encoding_matrix(40)
+    if sinusoid is not None:
+        figures.append(plot_positional_encoding(sinusoid.numpy(), out / "positional_encoding.png",
+                                                title=f"{translator.run.config.model.pos_encoding} positional encoding"))
+        figures.append(plot_position_similarity({translator.run.config.model.pos_encoding: sinusoid.numpy()},
+                                                out / "position_similarity.png"))
+    print(f"\nattention of “{focus}”:")
+    print(f"  page (open in a browser): {written['html'].resolve()}")
+    for path in written["figures"]:
+        print(f"  heatmaps: {path}")
+    print(f"  data: {written['json']}")
+    for path in figures:
+        print(f"  figure: {path}")
+    print(f"\nnext: attnlab explore {run_dir}    (type your own sentence, watch the attention)")
+    print(f"      attnlab translate {run_dir} \"the small cats do not like the red apples .\"")

@@ -1,0 +1,270 @@
+"""`attnlab train`, `eval`, `info`: make a run directory, score it, describe it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from .common import check_writable_dir, fail
+
+# CLI flag → (section, config field). Sections: model (TransformerConfig), train (TrainConfig), task (options).
+MODEL_FLAGS = {
+    "encoder_layers": "num_encoder_layers", "decoder_layers": "num_decoder_layers", "d_model": "d_model",
+    "heads": "num_heads", "d_ff": "d_ff", "dropout": "dropout", "pos_encoding": "pos_encoding",
+    "norm_first": "norm_first", "activation": "activation", "max_len": "max_len",
+    "tie_embeddings": "tie_embeddings", "share_embeddings": "share_embeddings",
+}
+TRAIN_FLAGS = {
+    "steps": "steps", "batch_size": "batch_size", "max_tokens": "max_tokens", "lr": "lr", "schedule": "schedule",
+    "warmup": "warmup", "label_smoothing": "label_smoothing", "grad_clip": "grad_clip", "seed": "seed",
+    "device": "device", "precision": "precision", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
+    "log_every": "log_every", "max_minutes": "max_minutes",
+}
+TASK_FLAGS = {
+    "train_lengths": "train_lengths", "test_lengths": "test_lengths", "num_train": "num_train",
+    "src": "src_lang", "tgt": "tgt_lang", "lowercase": "lowercase", "tokenizer": "tokenizer",
+    "vocab_size": "vocab_size", "max_pairs": "max_pairs", "strict": "strict", "num_pairs": "num_pairs",
+}
+OTHER_KEYS = {"task", "model"}
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    if not path.is_file():
+        fail(f"--config {path}: no such file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        fail(f"--config {path}: not valid TOML ({error})")
+    settings = {key.replace("-", "_"): value for key, value in data.items()}
+    allowed = set(MODEL_FLAGS) | set(TRAIN_FLAGS) | set(TASK_FLAGS) | OTHER_KEYS
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        fail(f"--config {path}: unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}")
+    return settings
+
+
+def _task_options(task: str, settings: dict) -> dict:
+    from ..data import parse_length_range
+
+    options = {}
+    for flag, name in TASK_FLAGS.items():
+        if settings.get(flag) is None:
+            continue
+        value = settings[flag]
+        if flag in ("train_lengths", "test_lengths") and isinstance(value, str):
+            try:
+                value = parse_length_range(value)
+            except ValueError as error:
+                fail(f"--{flag.replace('_', '-')}: {error}")
+        options[name] = value
+    return options
+
+
+def build_run_config(settings: dict):
+    """Merge preset defaults, a TOML file and CLI flags (later wins) into a RunConfig."""
+    from ..model import TransformerConfig
+    from ..presets import default_model, default_train
+    from ..runs import RunConfig
+    from ..training import TrainConfig
+
+    task = settings.get("task") or "reverse"
+    model = default_model(task)
+    model.update({MODEL_FLAGS[k]: v for k, v in settings.items() if k in MODEL_FLAGS and v is not None})
+    train = default_train(task)
+    train.update({TRAIN_FLAGS[k]: v for k, v in settings.items() if k in TRAIN_FLAGS and v is not None})
+    if settings.get("batch_size") is not None and settings.get("max_tokens") is None:
+        train["max_tokens"] = None  # an explicit sentence count replaces the preset's token budget
+    for name, value in train.items():
+        if name in ("steps", "warmup", "batch_size", "max_tokens") and isinstance(value, int) and value < 0:
+            fail(f"--{name.replace('_', '-')} must not be negative, got {value}")
+    return RunConfig(model=TransformerConfig(src_vocab_size=1, tgt_vocab_size=1, **model),
+                     train=TrainConfig(**train), task=task, task_options=_task_options(task, settings),
+                     architecture=settings.get("model") or "transformer")
+
+
+def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    existing = out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory")
+    if resume:
+        if not (out / "config.json").is_file():
+            fail(f"--resume: {out} is not an attnlab run (no config.json); start it without --resume")
+        return
+    if existing and not force:
+        fail(f"run directory {out} already exists; pass --resume to continue it or --force to replace it")
+    check_writable_dir(out, "run directory")
+    if existing and force:
+        shutil.rmtree(out)
+
+
+@app.command()
+def train(
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="copy, reverse, sort, add, toy, fra-eng, multi30k, or a corpus path"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory to create (or continue with --resume)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings; flags override it"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    force: bool = typer.Option(False, "--force", help="replace an existing run directory"),
+    model: Optional[str] = typer.Option(None, "--model", help="transformer (default) or rnn-attention (GRU + Bahdanau)"),
+    encoder_layers: Optional[int] = typer.Option(None, help="number of encoder blocks"),
+    decoder_layers: Optional[int] = typer.Option(None, help="number of decoder blocks"),
+    d_model: Optional[int] = typer.Option(None, help="model width"),
+    heads: Optional[int] = typer.Option(None, help="attention heads (must divide d_model)"),
+    d_ff: Optional[int] = typer.Option(None, help="feed-forward width"),
+    dropout: Optional[float] = typer.Option(None, help="dropout probability"),
+    pos_encoding: Optional[str] = typer.Option(None, help="sinusoidal, learned, none, rope or alibi"),
+    norm_first: Optional[bool] = typer.Option(None, "--norm-first/--norm-last", help="pre-LN instead of the paper's post-LN"),
+    activation: Optional[str] = typer.Option(None, help="relu or gelu"),
+    max_len: Optional[int] = typer.Option(None, help="longest sequence a learned encoding supports"),
+    steps: Optional[int] = typer.Option(None, help="optimiser steps"),
+    batch_size: Optional[int] = typer.Option(None, help="sentences per batch"),
+    max_tokens: Optional[int] = typer.Option(None, help="padded tokens per batch (instead of --batch-size)"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate"),
+    schedule: Optional[str] = typer.Option(None, help="noam, cosine or constant"),
+    warmup: Optional[int] = typer.Option(None, help="warmup steps"),
+    label_smoothing: Optional[float] = typer.Option(None, help="label smoothing (0 to disable)"),
+    seed: Optional[int] = typer.Option(None, help="random seed (data, init, dropout)"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps"),
+    precision: Optional[str] = typer.Option(None, help="fp32 or bf16 (autocast)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate on the dev split every N steps"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
+    max_minutes: Optional[float] = typer.Option(None, help="stop (and evaluate) after this many minutes"),
+    train_lengths: Optional[str] = typer.Option(None, help="synthetic tasks: training lengths, e.g. 1-12"),
+    test_lengths: Optional[str] = typer.Option(None, help="synthetic tasks: test lengths, e.g. 13-24"),
+    num_train: Optional[int] = typer.Option(None, help="synthetic tasks: training examples"),
+    src: Optional[str] = typer.Option(None, help="corpora: source language (en, fr, de)"),
+    tgt: Optional[str] = typer.Option(None, help="corpora: target language"),
+    lowercase: Optional[bool] = typer.Option(None, "--lowercase/--keep-case", help="corpora: lowercase text"),
+    tokenizer: Optional[str] = typer.Option(None, help="bpe or word"),
+    vocab_size: Optional[int] = typer.Option(None, help="tokenizer vocabulary size"),
+    max_pairs: Optional[int] = typer.Option(None, help="corpora: read at most this many pairs"),
+    strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="corpora: stop at a malformed line"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """Train a model on a task; writes config.json, model.safetensors, metrics.jsonl, eval.json.
+
+    Examples:
+
+        attnlab train --task reverse --out runs/reverse
+
+        attnlab train --task reverse --pos-encoding none --out runs/reverse-nope
+
+        attnlab train --task toy --encoder-layers 4 --out runs/toy-4
+
+        attnlab train --task fra-eng --max-minutes 30 --out runs/fra-eng
+
+        attnlab train --out runs/reverse --resume
+    """
+    from ..runs import read_config
+    from ..training import train as run_training
+
+    _prepare_run_dir(out, resume=resume, force=force)
+    if resume:
+        run_config = read_config(out)
+        if steps is not None:
+            run_config.train.steps = steps
+        task_name = run_config.task
+    else:
+        settings = _read_toml(config) if config else {}
+        given = {k: v for k, v in locals().items() if k in set(MODEL_FLAGS) | set(TRAIN_FLAGS) | set(TASK_FLAGS)}
+        settings.update({k: v for k, v in given.items() if v is not None})
+        if task is not None:
+            settings["task"] = task
+        if model is not None:
+            settings["model"] = model
+        run_config = build_run_config(settings)
+        task_name = run_config.task
+    print(f"training {run_config.architecture} on {task_name} → {out}", file=sys.stderr)
+    result = run_training(out, run_config, resume=resume, progress=not quiet)
+    summary = result["summary"]
+    print(json.dumps(summary, indent=2))
+    print(f"run written to {out} (eval.json, model.safetensors, metrics.jsonl)", file=sys.stderr)
+
+
+@app.command("eval")
+def evaluate_run(
+    run: Path = typer.Argument(..., help="run directory"),
+    split: str = typer.Option("test", help="test or dev"),
+    beam: int = typer.Option(1, help="beam size (1 = greedy)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="a parallel corpus to score instead of the run's split"),
+    limit: Optional[int] = typer.Option(None, help="score only the first N sentences"),
+):
+    """Score a trained run on held-out data; prints JSON.
+
+    Examples:
+
+        attnlab eval runs/reverse
+
+        attnlab eval runs/fra-eng --beam 4 --split dev
+    """
+    from ..data import load_task
+    from ..evaluation import evaluate
+    from ..runs import load_run
+
+    if split not in ("test", "dev"):
+        fail(f"--split must be test or dev, got {split!r}")
+    if beam < 1:
+        fail(f"--beam must be >= 1, got {beam}")
+    loaded = load_run(run)
+    config = loaded.config
+    if data is not None:
+        task_data = load_task(str(data), seed=config.train.seed, codecs=(loaded.source, loaded.target),
+                              **_corpus_options(config.task_options))
+    else:
+        task_data = load_task(config.task, seed=config.train.seed, **config.task_options)
+    examples = getattr(task_data, split)
+    if limit is not None:
+        examples = examples[:limit]
+    result = evaluate(loaded.model, examples, task_data, beam=beam, breakdown=True)
+    print(json.dumps({**result["summary"], "split": split, "beam": beam, "by_length": result["by_length"],
+                      "examples": result["examples"]}, indent=2))
+
+
+def _corpus_options(options: dict) -> dict:
+    keep = ("src_lang", "tgt_lang", "lowercase", "normalize", "strict")
+    return {k: v for k, v in options.items() if k in keep}
+
+
+@app.command()
+def info(run: Path = typer.Argument(..., help="run directory")):
+    """Describe a run: configuration, parameter count, training progress and final metrics.
+
+    Example:
+
+        attnlab info runs/reverse
+    """
+    from ..runs import load_run
+
+    loaded = load_run(run)
+    records = []
+    metrics_path = run / "metrics.jsonl"
+    if metrics_path.is_file():
+        records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    train_records = [r for r in records if r.get("split") == "train"]
+    summary = {
+        "run": str(run),
+        "architecture": loaded.config.architecture,
+        "task": loaded.config.task,
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+        "model": loaded.config.model.to_dict(),
+        "train": {f.name: getattr(loaded.config.train, f.name) for f in fields(loaded.config.train)},
+        "progress": {"last_step": train_records[-1]["step"] if train_records else 0,
+                     "last_loss": train_records[-1]["loss"] if train_records else None,
+                     "mean_tokens_per_s": round(sum(r["tokens_per_s"] for r in train_records) / len(train_records), 1)
+                     if train_records else None},
+    }
+    eval_path = run / "eval.json"
+    if eval_path.is_file():
+        final = json.loads(eval_path.read_text())
+        summary["eval"] = {k: v for k, v in final.items() if k not in ("by_length", "examples")}
+    print(json.dumps(summary, indent=2))

@@ -1,0 +1,53 @@
+"""Sensible defaults per kind of task, sized for a laptop CPU.
+
+Synthetic tasks are tiny and learn in a minute; the toy corpus trains a small
+translator for the demo; real corpora get the base recipe measured on a 2-core
+CPU (d_model 256, 3+3 blocks, a short warmup that fits the compute budget —
+a 4,000-step warmup outlasts a 30-minute CPU budget).
+"""
+
+from __future__ import annotations
+
+from .data import SYNTHETIC_TASKS
+
+__all__ = ["task_family", "default_model", "default_train", "default_task_options"]
+
+
+def task_family(task: str) -> str:
+    if task in SYNTHETIC_TASKS:
+        return "synthetic"
+    if task == "toy":
+        return "toy"
+    return "corpus"
+
+
+_MODEL = {
+    "synthetic": dict(d_model=64, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=256, dropout=0.0),
+    "toy": dict(d_model=128, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=512, dropout=0.1,
+                share_embeddings=True, tie_embeddings=True),
+    "corpus": dict(d_model=256, num_heads=4, num_encoder_layers=3, num_decoder_layers=3, d_ff=1024, dropout=0.1,
+                   share_embeddings=True, tie_embeddings=True),
+}
+
+_TRAIN = {
+    "synthetic": dict(steps=1200, batch_size=64, lr=2e-3, schedule="cosine", warmup=100, label_smoothing=0.0,
+                      eval_every=400, checkpoint_every=400),
+    "toy": dict(steps=600, batch_size=64, lr=2e-3, schedule="cosine", warmup=100, label_smoothing=0.1,
+                eval_every=200, checkpoint_every=200, eval_examples=200),
+    "corpus": dict(steps=20000, batch_size=None, max_tokens=4096, lr=1e-3, schedule="noam", warmup=400,
+                   label_smoothing=0.1, eval_every=1000, checkpoint_every=500, eval_examples=300),
+}
+
+
+def default_model(task: str) -> dict:
+    """TransformerConfig keyword defaults for ``task`` (vocabulary sizes come from the data)."""
+    return dict(_MODEL[task_family(task)])
+
+
+def default_train(task: str) -> dict:
+    """TrainConfig keyword defaults for ``task``."""
+    return dict(_TRAIN[task_family(task)])
+
+
+def default_task_options(task: str) -> dict:
+    return {}
