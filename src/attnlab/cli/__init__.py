@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     _register()
     try:
-        app(args=argv, standalone_mode=False, prog_name="attnlab")
+        # Without standalone mode click returns a command's exit status instead of exiting.
+        status = app(args=argv, standalone_mode=False, prog_name="attnlab")
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.exceptions.Abort:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         echo_error("interrupted")
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def run() -> None:

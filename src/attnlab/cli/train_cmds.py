@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 from . import app
@@ -25,7 +27,7 @@ TRAIN_FLAGS = {
     "steps": "steps", "batch_size": "batch_size", "max_tokens": "max_tokens", "lr": "lr", "schedule": "schedule",
     "warmup": "warmup", "label_smoothing": "label_smoothing", "grad_clip": "grad_clip", "seed": "seed",
     "device": "device", "precision": "precision", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
-    "log_every": "log_every", "max_minutes": "max_minutes",
+    "log_every": "log_every", "max_minutes": "max_minutes", "compile": "compile",
 }
 TASK_FLAGS = {
     "train_lengths": "train_lengths", "test_lengths": "test_lengths", "num_train": "num_train",
@@ -78,7 +80,11 @@ def build_run_config(settings: dict):
     from ..runs import RunConfig
     from ..training import TrainConfig
 
-    task = settings.get("task") or "reverse"
+    from ..data import TASKS
+
+    task = str(settings.get("task") or "reverse")
+    if task not in TASKS and not Path(task).exists():
+        fail(f"task: {task!r} is neither one of {', '.join(TASKS)} nor an existing file or directory")
     model = default_model(task)
     model.update({MODEL_FLAGS[k]: v for k, v in settings.items() if k in MODEL_FLAGS and v is not None})
     train = default_train(task)
@@ -93,7 +99,7 @@ def build_run_config(settings: dict):
                      architecture=settings.get("model") or "transformer")
 
 
-def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+def _prepare_run_dir(out: Path, *, resume: bool, force: bool, check_only: bool = False) -> None:
     existing = out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a directory")
@@ -104,7 +110,7 @@ def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     if existing and not force:
         fail(f"run directory {out} already exists; pass --resume to continue it or --force to replace it")
     check_writable_dir(out, "run directory")
-    if existing and force:
+    if existing and force and not check_only:
         shutil.rmtree(out)
 
 
@@ -149,6 +155,9 @@ def train(
     vocab_size: Optional[int] = typer.Option(None, help="tokenizer vocabulary size"),
     max_pairs: Optional[int] = typer.Option(None, help="corpora: read at most this many pairs"),
     strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="corpora: stop at a malformed line"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
+                                           help="torch.compile the training step (off by default: slower on small CPU models)"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="data-parallel processes: launches torchrun (DDP; gloo on CPU, NCCL on GPU)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
     """Train a model on a task; writes config.json, model.safetensors, metrics.jsonl, eval.json.
@@ -164,11 +173,25 @@ def train(
         attnlab train --task fra-eng --max-minutes 30 --out runs/fra-eng
 
         attnlab train --out runs/reverse --resume
+
+        attnlab train --task fra-eng --nproc 2 --out runs/fra-eng-ddp   # = torchrun --nproc-per-node 2 -m attnlab train ...
     """
+    from .. import distributed
     from ..runs import read_config
     from ..training import train as run_training
 
-    _prepare_run_dir(out, resume=resume, force=force)
+    if nproc is not None:
+        _prepare_run_dir(out, resume=resume, force=force, check_only=True)  # bad input fails before any launch
+        if not resume:
+            settings = _read_toml(config) if config else {}
+            given = {k: v for k, v in locals().items() if k in set(MODEL_FLAGS) | set(TRAIN_FLAGS) | set(TASK_FLAGS)}
+            build_run_config({**settings, **{k: v for k, v in given.items() if v is not None},
+                              **({"task": task} if task is not None else {})})
+        _launch_torchrun(nproc, click.get_current_context())
+        return
+    context = distributed.from_environment()
+    if context.is_main:  # under torchrun only rank 0 touches the run directory
+        _prepare_run_dir(out, resume=resume, force=force)
     if resume:
         run_config = read_config(out)
         if steps is not None:
@@ -184,11 +207,37 @@ def train(
             settings["model"] = model
         run_config = build_run_config(settings)
         task_name = run_config.task
-    print(f"training {run_config.architecture} on {task_name} → {out}", file=sys.stderr)
+    if context.is_main:
+        ranks = f" on {context.world_size} processes" if context.enabled else ""
+        print(f"training {run_config.architecture} on {task_name}{ranks} → {out}", file=sys.stderr)
     result = run_training(out, run_config, resume=resume, progress=not quiet)
+    if result is None:  # a rank other than 0
+        return
     summary = result["summary"]
     print(json.dumps(summary, indent=2))
     print(f"run written to {out} (eval.json, model.safetensors, metrics.jsonl)", file=sys.stderr)
+
+
+def _launch_torchrun(nproc: int, ctx: click.Context) -> None:
+    """Run this same ``train`` command under ``torchrun --nproc-per-node nproc`` (one node)."""
+    from ..distributed import torchrun_command
+
+    if nproc < 1:
+        fail(f"--nproc must be >= 1, got {nproc}")
+    args = ["train"]
+    for param in ctx.command.params:  # the command line again, from the parsed values, without --nproc
+        value = ctx.params.get(param.name)
+        if param.name == "nproc" or value is None or (param.is_flag and value == param.default):
+            continue
+        if param.is_flag:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    command = torchrun_command(nproc, args)
+    print("launching: " + " ".join(command), file=sys.stderr)
+    status = subprocess.run(command).returncode
+    if status != 0:
+        raise typer.Exit(status)
 
 
 @app.command("eval")

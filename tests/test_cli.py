@@ -1,0 +1,248 @@
+"""The command line as a user meets it: every command works, bad input gives one line and exit 2."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from attnlab.cli import main
+
+TINY = ["--d-model", "32", "--heads", "2", "--encoder-layers", "1", "--decoder-layers", "1", "--d-ff", "64",
+        "--eval-every", "1000", "--quiet"]
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def tree_digest(path: Path) -> dict:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reverse_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "reverse"
+    assert main(["train", "--task", "reverse", "--out", str(out), "--steps", "30", "--num-train", "500", *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "toy"
+    assert main(["train", "--task", "toy", "--out", str(out), "--steps", "40", *TINY]) == 0
+    return out
+
+
+def test_every_command_has_help_with_an_example(capsys):
+    for command in ["train", "eval", "info", "generate", "translate", "attend", "explore", "demo"]:
+        code, out, _ = run_cli(capsys, command, "--help")
+        assert code == 0 and "Example" in out, command
+    code, out, _ = run_cli(capsys, "data", "download", "--help")
+    assert code == 0 and "Example" in out
+
+
+def test_train_eval_info_generate(capsys, reverse_run):
+    code, out, _ = run_cli(capsys, "eval", reverse_run)
+    assert code == 0
+    scores = json.loads(out)
+    assert 0 <= scores["exact_match"] <= 1 and scores["split"] == "test" and "by_length" in scores
+    code, out, _ = run_cli(capsys, "info", reverse_run)
+    info = json.loads(out)
+    assert code == 0 and info["task"] == "reverse" and info["parameters"] > 0 and info["progress"]["last_step"] == 30
+    code, out, _ = run_cli(capsys, "generate", reverse_run, "3 1 4 1 5")
+    assert code == 0 and all(token in "0123456789" for token in out.split())
+
+
+def test_toml_config_is_read_and_flags_override_it(capsys, tmp_path):
+    config = tmp_path / "settings.toml"
+    config.write_text('task = "copy"\nd-model = 32\nheads = 2\nencoder_layers = 1\ndecoder-layers = 1\n'
+                      'd-ff = 64\nsteps = 50\nnum-train = 200\n')
+    code, _, _ = run_cli(capsys, "train", "--config", config, "--steps", "12", "--out", tmp_path / "run", "--quiet")
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["task"] == "copy" and saved["model"]["d_model"] == 32 and saved["train"]["steps"] == 12
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "juggle"], "task: 'juggle' is neither one of"),
+        (["--task", "reverse", "--pos-encoding", "wavelet"], "unknown pos_encoding 'wavelet'; allowed"),
+        (["--task", "reverse", "--train-lengths", "12-1"], "--train-lengths"),
+        (["--task", "reverse", "--steps", "-3"], "--steps must not be negative"),
+        (["--task", "reverse", "--heads", "3"], "must be divisible by num_heads"),
+        (["--task", "reverse", "--schedule", "linear"], "unknown schedule 'linear'"),
+    ],
+)
+def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
+    code, _, err = run_cli(capsys, "train", *args, "--out", tmp_path / "run", "--quiet")
+    assert code == 2
+    assert message in err and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_toml_with_unknown_keys_is_rejected(capsys, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('task = "copy"\nlearning_rate = 0.1\n')
+    code, _, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "run")
+    assert code == 2 and "unknown keys ['learning_rate']" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_never_overwritten_without_resume_or_force(capsys, reverse_run):
+    before = tree_digest(reverse_run)
+    code, _, err = run_cli(capsys, "train", "--task", "copy", "--out", reverse_run, "--quiet")
+    assert code == 2 and "already exists; pass --resume" in err
+    code, _, err = run_cli(capsys, "train", "--task", "reverse", "--out", reverse_run, "--pos-encoding", "nope")
+    assert code == 2
+    assert tree_digest(reverse_run) == before
+
+
+def test_unwritable_output_path_fails_before_any_work(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli(capsys, "train", "--task", "copy", "--out", blocker / "run", "--quiet")
+    assert code == 2 and "is not a directory" in err
+
+
+def test_resume_of_a_missing_run_is_explained(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "nothing", "--resume")
+    assert code == 2 and "not an attnlab run" in err
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_traceback(capsys, tmp_path, reverse_run):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reverse_run, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code, _, err = run_cli(capsys, "eval", copy)
+    assert code == 2 and "corrupt or truncated" in err
+
+
+def test_generate_rejects_unknown_symbols(capsys, reverse_run):
+    code, _, err = run_cli(capsys, "generate", reverse_run, "3 x 4")
+    assert code == 2 and "unknown symbols" in err and "0 1 2" in err
+
+
+def test_translate_text_and_stdin(capsys, monkeypatch, toy_run):
+    code, out, _ = run_cli(capsys, "translate", toy_run, "the small cat does not like the red car .")
+    assert code == 0 and out.strip()
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("the dog sleeps .\n\nthe girls eat apples .\n"))
+    code, out, _ = run_cli(capsys, "translate", toy_run, "--beam", "3")
+    assert code == 0 and len(out.splitlines()) == 3 and out.splitlines()[1] == ""
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("   ", "text is empty"), (" ".join(["cat"] * 600), "this model takes at most 511")],
+)
+def test_translate_bad_text(capsys, toy_run, text, message):
+    code, _, err = run_cli(capsys, "translate", toy_run, text)
+    assert code == 2 and message in err
+
+
+def test_translate_warns_about_unknown_words(capsys, toy_run):
+    code, out, err = run_cli(capsys, "translate", toy_run, "the zebra sleeps .")
+    assert code == 0 and "warning:" in err and "zebra" in err
+
+
+def test_over_long_text_can_be_truncated_with_a_warning(capsys, toy_run):
+    code, out, err = run_cli(capsys, "translate", toy_run, " ".join(["cat"] * 600), "--truncate")
+    assert code == 0 and "truncated" in err
+
+
+def test_attend_writes_json_png_and_html(capsys, tmp_path, toy_run):
+    from attnlab.viz.doc import validate_attention_doc
+
+    out = tmp_path / "attn"
+    code, stdout, _ = run_cli(capsys, "attend", toy_run, "the black dog slept .", "--out", out)
+    assert code == 0
+    doc = json.loads((out / "attention.json").read_text())
+    validate_attention_doc(doc)
+    kinds = {entry["kind"] for entry in doc["attention"]}
+    assert kinds == {"encoder_self", "decoder_self", "cross"}
+    assert doc["source_tokens"][-1] == "<eos>" and doc["target_tokens"][0] == "<bos>"
+    for name in ("encoder_self.png", "decoder_self.png", "cross.png", "attention.html"):
+        assert (out / name).stat().st_size > 1000
+    html = (out / "attention.html").read_text()
+    assert "http://" not in html and "https://" not in html
+
+
+def test_attend_with_a_given_target_and_html_in_the_text(capsys, tmp_path, toy_run):
+    out = tmp_path / "attn"
+    code, _, _ = run_cli(capsys, "attend", toy_run, "<script>alert(1)</script> the dog", "--target",
+                         "le chien", "--out", out)
+    assert code == 0
+    doc = json.loads((out / "attention.json").read_text())
+    assert doc["target_tokens"][0] == "<bos>" and len(doc["target_tokens"]) == 3
+    assert "<script>alert(1)</script>" not in (out / "attention.html").read_text()
+
+
+def test_attend_bad_input(capsys, tmp_path, toy_run):
+    code, _, err = run_cli(capsys, "attend", toy_run, "", "--out", tmp_path / "a")
+    assert code == 2 and "text is empty" in err
+    code, _, err = run_cli(capsys, "attend", tmp_path / "missing-run", "hello", "--out", tmp_path / "a")
+    assert code == 2 and "neither a run directory nor 'minilm'" in err
+
+
+def test_attend_minilm_offline(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "minilm"
+    code, _, _ = run_cli(capsys, "attend", "minilm",
+                         "The animal didn't cross the street because it was too tired", "--out", out)
+    assert code == 0
+    doc = json.loads((out / "attention.json").read_text())
+    assert {e["kind"] for e in doc["attention"]} == {"encoder_self"} and len(doc["attention"]) == 6
+    assert len(doc["attention"][0]["weights"]) == 12 and doc["target_tokens"] == []
+
+
+def test_explore_app_serves_a_trained_run(toy_run):
+    from fastapi.testclient import TestClient
+
+    from attnlab.inference import load_analyzer
+    from attnlab.viz.explorer import create_app
+
+    analyzer = load_analyzer(str(toy_run))
+    client = TestClient(create_app(analyzer, info=analyzer.info))
+    response = client.post("/api/attention", json={"text": "the dog sleeps .", "target": None, "beam": 2})
+    assert response.status_code == 200
+    body = response.json()
+    assert isinstance(body["translation"], str)  # a 40-step model may well say nothing yet
+    assert {entry["kind"] for entry in body["attention"]} == {"encoder_self", "decoder_self", "cross"}
+    assert client.post("/api/attention", json={"text": "  ", "beam": 1}).status_code == 400
+    assert client.post("/api/attention", json={"text": " ".join(["dog"] * 600), "beam": 1}).status_code == 400
+    assert client.get("/").status_code == 200
+
+
+def test_bad_port_for_explore(capsys, toy_run):
+    code, _, err = run_cli(capsys, "explore", toy_run, "--port", "70000")
+    assert code == 2 and "--port" in err
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_reuses_its_run(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, stdout, _ = run_cli(capsys, "demo", "--out", out, "--steps", "30", "--quiet",
+                              "--sentence", "the old dogs do not eat the green apples .")
+    assert code == 0
+    assert "BLEU" in stdout and "the old dogs do not eat the green apples ." in stdout
+    for name in ("attention/attention.html", "attention/attention.json", "attention/cross.png",
+                 "training_curves.png", "positional_encoding.png", "run/eval.json"):
+        assert (out / name).is_file(), name
+    weights_before = (out / "run" / "model.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "demo", "--out", out, "--quiet")
+    assert code == 0 and "using the trained demo run" in err
+    assert (out / "run" / "model.safetensors").read_bytes() == weights_before
+
+
+def test_data_download_unknown_corpus(capsys):
+    code, _, err = run_cli(capsys, "data", "download", "wmt99")
+    assert code == 2 and "unknown corpus 'wmt99'" in err

@@ -1,0 +1,176 @@
+"""Claims about the trainer and checkpoints: reproducible, resumable after SIGKILL, safe to load."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnlab.checkpoint import CheckpointError, load_weights
+from attnlab.model import TransformerConfig
+from attnlab.runs import RunConfig, load_run
+from attnlab.training import TrainConfig, learning_rate, train
+
+TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
+                  num_decoder_layers=1, d_ff=64, dropout=0.1)
+TIMING_KEYS = {"tokens_per_s"}  # wall-clock measurements differ between runs by nature
+
+
+def tiny_run(steps=30, **train_overrides):
+    settings = dict(steps=steps, batch_size=16, lr=3e-3, warmup=5, eval_every=10, checkpoint_every=10, log_every=5,
+                    eval_examples=20)
+    settings.update(train_overrides)
+    return RunConfig(model=TransformerConfig(**TINY_MODEL), train=TrainConfig(**settings), task="copy",
+                     task_options={"num_train": 300, "num_test": 20, "train_lengths": (1, 6), "test_lengths": (1, 6)})
+
+
+def _records(run_dir):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def _digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_same_seed_gives_identical_metrics_and_weights(tmp_path):
+    train(tmp_path / "a", tiny_run(), progress=False)
+    train(tmp_path / "b", tiny_run(), progress=False)
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+    assert len(_records(tmp_path / "a")) == 6 + 2  # 6 train logs, dev evals at 10 and 20
+    assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
+    train(tmp_path / "c", tiny_run(seed=1), progress=False)
+    assert _digest(tmp_path / "c" / "model.safetensors") != _digest(tmp_path / "a" / "model.safetensors")
+
+
+def test_run_directory_has_the_documented_files(tmp_path):
+    result = train(tmp_path / "run", tiny_run(), progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "tokenizer-src.json", "tokenizer-tgt.json", "metrics.jsonl",
+                 "eval.json"):
+        assert (run / name).is_file(), name
+    final = json.loads((run / "eval.json").read_text())
+    for key in ("loss", "token_accuracy", "exact_match", "by_length"):
+        assert key in final
+    assert final["exact_match"] == result["summary"]["exact_match"]
+    assert set(final["by_length"]) <= {str(n) for n in range(1, 7)}
+    loaded = load_run(run)
+    assert loaded.config.train.steps == 30 and loaded.source.vocab_size == loaded.config.model.src_vocab_size
+
+
+def test_extending_a_finished_run_with_resume_matches_one_long_run(tmp_path):
+    """noam does not depend on the total step count, so 20 steps + 10 more equal 30 steps."""
+    train(tmp_path / "full", tiny_run(steps=30, schedule="noam"), progress=False)
+    train(tmp_path / "part", tiny_run(steps=20, schedule="noam"), progress=False)
+    train(tmp_path / "part", tiny_run(steps=30, schedule="noam"), resume=True, progress=False)
+    assert _digest(tmp_path / "full" / "model.safetensors") == _digest(tmp_path / "part" / "model.safetensors")
+
+    def train_records(run):
+        return [r for r in _records(run) if r["split"] == "train"]
+
+    assert train_records(tmp_path / "full") == train_records(tmp_path / "part")
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "attnlab", *args]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_identical_final_weights(tmp_path):
+    args = ["train", "--task", "copy", "--d-model", "32", "--heads", "2", "--encoder-layers", "1",
+            "--decoder-layers", "1", "--d-ff", "64", "--steps", "400", "--batch-size", "32",
+            "--checkpoint-every", "20", "--eval-every", "1000", "--num-train", "2000", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "full")), check=True, env=env, capture_output=True)
+
+    victim = subprocess.Popen(_cli(*args, "--out", str(tmp_path / "killed")), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = tmp_path / "killed" / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if pointer.is_file() and json.loads(pointer.read_text())["step"] >= 60:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = json.loads(pointer.read_text())["step"]
+    assert killed_at < 400 and not (tmp_path / "killed" / "eval.json").exists(), "the run finished before the kill"
+
+    subprocess.run(_cli("train", "--out", str(tmp_path / "killed"), "--resume", "--quiet"), check=True, env=env,
+                   capture_output=True)
+    assert _digest(tmp_path / "full" / "model.safetensors") == _digest(tmp_path / "killed" / "model.safetensors")
+    assert _records(tmp_path / "full") == _records(tmp_path / "killed")
+
+
+def test_schedules_have_the_documented_shape():
+    noam = TrainConfig(steps=1000, lr=1e-3, schedule="noam", warmup=100)
+    assert learning_rate(noam, 50) == pytest.approx(5e-4)
+    assert learning_rate(noam, 100) == pytest.approx(1e-3)
+    assert learning_rate(noam, 400) == pytest.approx(5e-4)  # inverse square root: 1e-3 * sqrt(100/400)
+    cosine = TrainConfig(steps=1000, lr=1e-3, schedule="cosine", warmup=100)
+    assert learning_rate(cosine, 100) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 550) == pytest.approx(5e-4)
+    assert learning_rate(cosine, 1000) == pytest.approx(0.0, abs=1e-12)
+    constant = TrainConfig(steps=1000, lr=1e-3, schedule="constant", warmup=10)
+    assert learning_rate(constant, 5) == pytest.approx(5e-4) and learning_rate(constant, 999) == 1e-3
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(steps=-5), "steps must be a positive integer"),
+        (dict(schedule="linear"), "unknown schedule 'linear'"),
+        (dict(label_smoothing=1.0), "label_smoothing"),
+        (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(precision="fp8"), "unknown precision"),
+    ],
+)
+def test_bad_training_settings_are_rejected(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**overrides)
+
+
+def test_truncated_or_corrupt_weights_give_a_clear_error(tmp_path):
+    train(tmp_path / "run", tiny_run(steps=10), progress=False)
+    weights = tmp_path / "run" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_run(tmp_path / "run")
+    weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_run(tmp_path / "run")
+
+
+def test_mismatched_checkpoint_names_the_tensor(tmp_path):
+    train(tmp_path / "run", tiny_run(steps=10), progress=False)
+    loaded = load_run(tmp_path / "run")
+    bigger = type(loaded.model)(TransformerConfig(**{**loaded.config.model.to_dict(), "d_model": 64}))
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_weights(bigger, tmp_path / "run" / "model.safetensors")
+
+
+def test_checkpoints_contain_no_pickle(tmp_path):
+    train(tmp_path / "run", tiny_run(steps=10), progress=False)
+    files = list((tmp_path / "run").rglob("*"))
+    suffixes = {f.suffix for f in files if f.is_file()}
+    assert suffixes <= {".json", ".jsonl", ".safetensors"}, suffixes
+    for path in files:
+        if path.suffix == ".safetensors":
+            header_len = int.from_bytes(path.read_bytes()[:8], "little")
+            json.loads(path.read_bytes()[8 : 8 + header_len])  # a JSON header, then raw tensor bytes
+
+
+def test_tied_embeddings_survive_save_and_load(tmp_path):
+    config = tiny_run(steps=5)
+    config.model = TransformerConfig(**{**TINY_MODEL, "tie_embeddings": True})
+    train(tmp_path / "run", config, progress=False)
+    loaded = load_run(tmp_path / "run")
+    assert loaded.model.generator.weight is loaded.model.tgt_embed.weight
+    assert torch.count_nonzero(loaded.model.generator.weight) > 0
