@@ -246,3 +246,37 @@ def test_demo_runs_end_to_end_and_reuses_its_run(capsys, tmp_path):
 def test_data_download_unknown_corpus(capsys):
     code, _, err = run_cli(capsys, "data", "download", "wmt99")
     assert code == 2 and "unknown corpus 'wmt99'" in err
+
+
+def _write_corpus(path, lines):
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def test_train_on_a_corpus_file_counts_malformed_lines_and_strict_names_them(capsys, tmp_path):
+    pairs = [f"the cat number {i} sleeps .\tle chat numéro {i} dort .".encode() for i in range(120)]
+    corpus = _write_corpus(tmp_path / "pairs.tsv", pairs[:50] + [b"a line without a tab"] + pairs[50:])
+    code, out, _ = run_cli(capsys, "train", "--task", corpus, "--src", "en", "--tgt", "fr", "--tokenizer", "word",
+                           "--steps", "5", "--out", tmp_path / "run", *TINY)
+    assert code == 0 and "bleu" in json.loads(out)
+    code, _, err = run_cli(capsys, "train", "--task", corpus, "--strict", "--tokenizer", "word", "--steps", "5",
+                           "--out", tmp_path / "strict", *TINY)
+    assert code == 2 and "pairs.tsv:51" in err
+    assert not (tmp_path / "strict").exists()
+
+
+def test_non_utf8_corpus_is_an_error_naming_the_line(capsys, tmp_path):
+    pairs = [f"hello {i}\tbonjour {i}".encode() for i in range(30)]
+    corpus = _write_corpus(tmp_path / "latin1.tsv", pairs[:3] + ["café\tcafé".encode("latin-1")] + pairs[3:])
+    code, _, err = run_cli(capsys, "train", "--task", corpus, "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and "latin1.tsv" in err and "4" in err and "UTF-8" in err.upper()
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_on_another_corpus_uses_the_runs_tokenizers(capsys, tmp_path, toy_run):
+    corpus = _write_corpus(tmp_path / "extra.tsv", [b"the dog sleeps .\tle chien dort .",
+                                                    b"the cat eats .\tle chat mange ."])
+    code, out, _ = run_cli(capsys, "eval", toy_run, "--data", corpus)
+    assert code == 0
+    scores = json.loads(out)
+    assert scores["num_examples"] == 2 and "bleu" in scores
