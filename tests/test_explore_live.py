@@ -11,14 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from conftest import ARTIFACTS
+from playwright.sync_api import expect
 
 from attnlab.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("ATTNLAB_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 def free_port() -> int:
@@ -57,18 +56,6 @@ def toy_run(tmp_path_factory):
     assert main(["train", "--task", "toy", "--out", str(out), "--steps", "60", "--d-model", "32", "--heads", "2",
                  "--encoder-layers", "2", "--decoder-layers", "1", "--d-ff", "64", "--quiet"]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 def test_explorer_process_serves_a_trained_model_to_a_browser(toy_run, browser):

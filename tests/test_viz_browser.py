@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from conftest import ARTIFACTS
+from playwright.sync_api import expect
 
 from attnlab.viz.doc import synthetic_attention_doc
 from attnlab.viz.explorer import background_server, create_app
@@ -16,24 +17,9 @@ from attnlab.viz.html import write_attention_html
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("ATTNLAB_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 HOSTILE_SOURCE = ["the", "<script>alert(1)</script>", "cat", "</script>", "sat", "."]
 TARGET = ["le", "chat", "<img src=x onerror=alert(2)>", "assis", "."]
 LAYERS, HEADS = 2, 4
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) "
-                    "or point ATTNLAB_CHROMIUM at a Chromium binary")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
