@@ -13,6 +13,12 @@ the learning rate from the schedule:
 
 The run directory is written only through :mod:`attnlab.checkpoint`, so it can
 be resumed after a crash and reproduces an uninterrupted run bit for bit.
+
+Under ``torchrun`` the same loop runs data-parallel (:mod:`attnlab.distributed`):
+every rank builds the same global batch, keeps its own rows, and the loss is
+normalised by the *global* token count, so that DistributedDataParallel's
+gradient average equals the single-process gradient of the whole batch. Only
+rank 0 writes the run directory, logs and evaluates.
 """
 
 from __future__ import annotations
@@ -27,12 +33,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .data import PAD_ID, TaskData, load_task, make_batches
 from .evaluation import evaluate
 from .runs import RunConfig, build_model, write_config
 
-__all__ = ["TrainConfig", "learning_rate", "train", "resolve_device", "SCHEDULES"]
+__all__ = ["TrainConfig", "learning_rate", "train", "train_step", "make_optimizer", "resolve_device", "SCHEDULES"]
 
 SCHEDULES = ("noam", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -59,6 +65,7 @@ class TrainConfig:
     log_every: int = 25
     checkpoint_every: int = 500
     max_minutes: float | None = None  # stop early when the wall-clock budget is spent
+    compile: bool = False  # torch.compile the training forward/backward (measured: see docs/scaling.md)
 
     def __post_init__(self):
         self.validate()
@@ -86,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
 
@@ -132,6 +141,44 @@ def autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (β = 0.9, 0.98, ε = 1e-9) with weight decay on matrices only; fused on CPU and CUDA."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.dim() < 2 else decay).append(param)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
+                             fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, *, lr: float,
+               label_smoothing: float = 0.0, grad_clip: float = 0.0, precision: str = "fp32",
+               device: torch.device | None = None, token_normaliser: float | None = None,
+               loss_weight: float = 1.0) -> torch.Tensor:
+    """One optimiser step on ``batch``; returns the (detached) loss.
+
+    The loss is the summed token cross-entropy divided by ``token_normaliser``
+    (default: the batch's own non-pad target tokens, i.e. the mean). A
+    data-parallel rank passes global tokens / world size, so that averaging
+    the ranks' gradients gives the gradient of the global batch's mean loss.
+    """
+    device = batch.src.device if device is None else device
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(device, precision):
+        logits = model(batch.src, batch.tgt_in)  # (B, Lt, V)
+    summed = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
+                             label_smoothing=label_smoothing, reduction="sum")
+    loss = summed * (loss_weight / (batch.num_tokens if token_normaliser is None else token_normaliser))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 def _batches_for_epoch(data: TaskData, config: TrainConfig, epoch: int):
     return make_batches(data.train, max_tokens=config.max_tokens,
                         batch_size=None if config.max_tokens else config.batch_size,
@@ -141,61 +188,78 @@ def _batches_for_epoch(data: TaskData, config: TrainConfig, epoch: int):
 class _MetricsLog:
     """metrics.jsonl: one JSON object per line, truncated back to a checkpoint on resume."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, resume_step: int | None, *, enabled: bool = True):
         self.path = path
+        self.enabled = enabled  # only rank 0 of a distributed run writes
+        self.pending: list[str] = []
+        if not enabled:
+            return
         if resume_step is None:
             checkpoint.atomic_write_text(path, "")
         else:
             kept = [line for line in (path.read_text().splitlines() if path.exists() else [])
                     if line.strip() and json.loads(line)["step"] <= resume_step]
             checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
-        self.pending: list[str] = []
 
     def add(self, record: dict) -> None:
         self.pending.append(json.dumps(record))
 
     def flush(self) -> None:
-        if self.pending:
+        if self.pending and self.enabled:
             with self.path.open("a") as handle:
                 handle.write("".join(line + "\n" for line in self.pending))
             self.pending.clear()
 
 
 def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progress: bool = True,
-          data: TaskData | None = None, on_log=None) -> dict:
+          data: TaskData | None = None, on_log=None) -> dict | None:
     """Train (or resume) the run in ``run_dir``; return the final evaluation dict.
 
     ``data`` may be given to reuse an already-loaded task (tests, experiments).
+    Started by torchrun, every rank trains its shard of each batch; rank 0
+    returns the evaluation and the other ranks return None.
     """
     run_dir = Path(run_dir)
     config = run_config.train
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    context, device = distributed.setup(resolve_device(config.device))
+    try:
+        return _train(run_dir, run_config, context, device, resume=resume, progress=progress, data=data,
+                      on_log=on_log)
+    finally:
+        distributed.cleanup(context)
+
+
+def _train(run_dir: Path, run_config: RunConfig, context: "distributed.DistributedContext", device: torch.device, *,
+           resume: bool, progress: bool, data: TaskData | None, on_log) -> dict | None:
+    config = run_config.train
+    main = context.is_main
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     if data is None:
         data = load_task(run_config.task, seed=config.seed, **run_config.task_options)
     run_config = run_config.with_vocab(data.source.vocab_size, data.target.vocab_size)
     model = build_model(run_config).to(device)
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.dim() < 2 else decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
-                                  fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters
+    optimizer = make_optimizer(model, config, device)
 
     step, epoch, batch_index = 0, 0, 0
-    if resume:
+    if resume:  # every rank reads the checkpoint (a shared file system across nodes)
         state = checkpoint.load_checkpoint(run_dir, model, optimizer)
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
-    else:
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, run_config)
         data.save_codecs(run_dir)
-    log = _MetricsLog(run_dir / "metrics.jsonl", step if resume else None)
+    log = _MetricsLog(run_dir / "metrics.jsonl", step if resume else None, enabled=main)
+
+    step_model = model
+    if context.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        step_model = torch.compile(step_model)
 
     from .progress import TrainingProgress  # rich is only needed while training
 
-    bar = TrainingProgress(total=config.steps, start=step, enabled=progress)
+    bar = TrainingProgress(total=config.steps, start=step, enabled=progress and main)
     batches = _batches_for_epoch(data, config, epoch)
     started = time.perf_counter()
     window_tokens, window_start = 0, time.perf_counter()
@@ -206,40 +270,42 @@ def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progres
             if batch_index >= len(batches):
                 epoch, batch_index = epoch + 1, 0
                 batches = _batches_for_epoch(data, config, epoch)
-            batch = batches[batch_index].to(device)
+            global_batch = batches[batch_index]
             batch_index += 1
             step += 1
             lr = learning_rate(config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device, config.precision):
-                logits = model(batch.src, batch.tgt_in)  # (B, Lt, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
-                                   label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            window_tokens += batch.num_tokens
+            if context.enabled:
+                # Each rank's dropout stream is a function of (seed, rank, step): different on every
+                # rank, and the same after a resume as in an uninterrupted run.
+                torch.manual_seed(config.seed + 1_000_003 * context.rank + 7919 * step)
+            batch, weight = distributed.shard_batch(global_batch, context)
+            loss = train_step(step_model, optimizer, batch.to(device), lr=lr, device=device,
+                              label_smoothing=config.label_smoothing, grad_clip=config.grad_clip,
+                              precision=config.precision, loss_weight=weight,
+                              token_normaliser=global_batch.num_tokens / context.world_size)
+            window_tokens += global_batch.num_tokens
 
             if step % config.log_every == 0 or step == config.steps:
-                loss_value = loss.item()
+                loss_value = distributed.all_reduce_mean(loss, context).item()
                 elapsed = time.perf_counter() - window_start
                 record = {"step": step, "split": "train", "epoch": epoch, "loss": round(loss_value, 6),
                           "lr": lr, "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
                 log.add(record)
                 bar.update(step, loss=loss_value, lr=lr, tokens_per_s=record["tokens_per_s"])
                 window_tokens, window_start = 0, time.perf_counter()
-                if on_log:
+                if on_log and main:
                     on_log(record)
-            if step % config.eval_every == 0 and step != config.steps:
+            if step % config.eval_every == 0 and step != config.steps and main:
                 scores = evaluate(model, data.dev[: config.eval_examples], data, device=device, breakdown=False)
                 model.train()
                 log.add({"step": step, "split": "dev", **scores["summary"]})
                 bar.note(step, scores["summary"], data.metric)
             out_of_time = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
-            if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
+            if context.enabled and config.max_minutes is not None:  # rank 0's clock decides, so that every rank stops at the same step
+                flag = torch.tensor([float(out_of_time)], device=device)
+                torch.distributed.broadcast(flag, src=0)
+                out_of_time = bool(flag.item())
+            if (step % config.checkpoint_every == 0 or step == config.steps or out_of_time) and main:
                 log.flush()
                 checkpoint.save_checkpoint(run_dir, step, model, optimizer,
                                            {"epoch": epoch, "batch_index": batch_index})
@@ -247,10 +313,14 @@ def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progres
                 stopped_early = True
                 break
     log.flush()
+    distributed.barrier(context)  # the last checkpoint is complete before any rank leaves
+    if not main:
+        return None
     result = evaluate(model, data.test, data, device=device, breakdown=True)
     result["summary"].update({"steps": step, "epochs": round(epoch + batch_index / max(len(batches), 1), 3),
                               "train_minutes": round((time.perf_counter() - started) / 60, 3),
-                              "stopped_early": stopped_early, "parameters": sum(p.numel() for p in model.parameters())})
+                              "stopped_early": stopped_early, "parameters": sum(p.numel() for p in model.parameters()),
+                              "world_size": context.world_size})
     checkpoint.atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
                                                                     "examples": result["examples"]}, indent=2))
     return result

@@ -10,7 +10,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from . import app
@@ -116,6 +115,7 @@ def _prepare_run_dir(out: Path, *, resume: bool, force: bool, check_only: bool =
 
 @app.command()
 def train(
+    ctx: typer.Context,
     task: Optional[str] = typer.Option(None, "--task", "-t", help="copy, reverse, sort, add, toy, fra-eng, multi30k, or a corpus path"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory to create (or continue with --resume)"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings; flags override it"),
@@ -187,7 +187,7 @@ def train(
             given = {k: v for k, v in locals().items() if k in set(MODEL_FLAGS) | set(TRAIN_FLAGS) | set(TASK_FLAGS)}
             build_run_config({**settings, **{k: v for k, v in given.items() if v is not None},
                               **({"task": task} if task is not None else {})})
-        _launch_torchrun(nproc, click.get_current_context())
+        _launch_torchrun(nproc, ctx)
         return
     context = distributed.from_environment()
     if context.is_main:  # under torchrun only rank 0 touches the run directory
@@ -218,7 +218,7 @@ def train(
     print(f"run written to {out} (eval.json, model.safetensors, metrics.jsonl)", file=sys.stderr)
 
 
-def _launch_torchrun(nproc: int, ctx: click.Context) -> None:
+def _launch_torchrun(nproc: int, ctx: typer.Context) -> None:
     """Run this same ``train`` command under ``torchrun --nproc-per-node nproc`` (one node)."""
     from ..distributed import torchrun_command
 
