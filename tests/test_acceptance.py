@@ -34,4 +34,4 @@ def test_without_positions_reverse_fails_but_sort_succeeds(tmp_path):
 
 
 def test_copy_is_learned_perfectly(tmp_path):
-    assert default_run(tmp_path, "copy", steps=400)["exact_match"] == 1.0
+    assert default_run(tmp_path, "copy")["exact_match"] == 1.0
