@@ -256,9 +256,11 @@ def _write_corpus(path, lines):
 def test_train_on_a_corpus_file_counts_malformed_lines_and_strict_names_them(capsys, tmp_path):
     pairs = [f"the cat number {i} sleeps .\tle chat numéro {i} dort .".encode() for i in range(120)]
     corpus = _write_corpus(tmp_path / "pairs.tsv", pairs[:50] + [b"a line without a tab"] + pairs[50:])
-    code, out, _ = run_cli(capsys, "train", "--task", corpus, "--src", "en", "--tgt", "fr", "--tokenizer", "word",
-                           "--steps", "5", "--out", tmp_path / "run", *TINY)
+    code, out, err = run_cli(capsys, "train", "--task", corpus, "--src", "en", "--tgt", "fr", "--tokenizer", "word",
+                             "--steps", "5", "--out", tmp_path / "run", *TINY)
     assert code == 0 and "bleu" in json.loads(out)
+    assert "skipped 1 malformed corpus line" in err
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["skipped_lines"] == 1
     code, _, err = run_cli(capsys, "train", "--task", corpus, "--strict", "--tokenizer", "word", "--steps", "5",
                            "--out", tmp_path / "strict", *TINY)
     assert code == 2 and "pairs.tsv:51" in err

@@ -24,6 +24,7 @@ rank 0 writes the run directory, logs and evaluates.
 from __future__ import annotations
 
 import json
+import sys
 import math
 import time
 from contextlib import nullcontext
@@ -248,6 +249,11 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, run_config)
         data.save_codecs(run_dir)
+        checkpoint.atomic_write_text(run_dir / "data.json", json.dumps(data.info, indent=2, default=str))
+        skipped = data.info.get("skipped_lines")
+        if skipped:
+            print(f"warning: skipped {skipped} malformed corpus line(s); details in {run_dir / 'data.json'} "
+                  "(--strict stops at the first one)", file=sys.stderr)
     log = _MetricsLog(run_dir / "metrics.jsonl", step if resume else None, enabled=main)
 
     step_model = model
