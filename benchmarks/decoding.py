@@ -1,0 +1,134 @@
+"""Decoding speed: KV-cached greedy vs uncached at 64 new tokens, and beam-4 sentences/s.
+
+    python benchmarks/decoding.py                   # corpus-preset model (d 256, 3+3, vocab 8000), B=8
+    python benchmarks/decoding.py --run RUN         # a trained run's model instead of random weights
+    python benchmarks/decoding.py --quick --json out.json
+
+Every candidate does identical work: the end-of-sentence token is suppressed (its logit set to
+-inf) so each decoder runs exactly ``--new-tokens`` steps. The cached decoder appends one key/value
+row per step to each self-attention layer and projects the encoder memory once; the uncached one
+re-runs the decoder over the whole prefix every step. The script first checks that both emit the
+same tokens, then times all candidates interleaved in one process (attnlab.benchmarking.compare).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import apply_threads, argument_parser  # noqa: E402
+
+from attnlab.benchmarking import BenchResult, compare, format_table, ratio, write_json  # noqa: E402
+from attnlab.data import EOS_ID, PAD_ID  # noqa: E402
+from attnlab.decoding import beam_search, greedy_decode  # noqa: E402
+from attnlab.model import Transformer, TransformerConfig  # noqa: E402
+from attnlab.presets import default_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class NoEndOfSentence(torch.nn.Module):
+    """Wraps an encoder–decoder so it never predicts EOS: every decode runs its full length."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def encode(self, src):
+        return self.model.encode(src)
+
+    def decode(self, tgt, memory, src, *, cache=None):
+        logits = self.model.decode(tgt, memory, src, cache=cache)  # (B, Lt, V)
+        logits[..., EOS_ID] = float("-inf")
+        return logits
+
+    def new_cache(self):
+        return self.model.new_cache()
+
+    def reorder_cache(self, cache, index):
+        self.model.reorder_cache(cache, index)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--run", metavar="RUN", help="decode with this run's model (default: random weights)")
+    parser.add_argument("--batch", type=int, help="sentences per batch (default 8)")
+    parser.add_argument("--source-length", type=int, help="source tokens per sentence (default 16)")
+    parser.add_argument("--new-tokens", type=int, help="tokens generated per sentence (default 64)")
+    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4)")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --quick)")
+    args = parser.parse_args(argv)
+    batch = args.batch or (2 if args.quick else 8)
+    source_length = args.source_length or (6 if args.quick else 16)
+    new_tokens = args.new_tokens or (8 if args.quick else 64)
+    repeats = args.repeats or (1 if args.quick else 5)
+    threads = apply_threads(args)
+    torch.manual_seed(0)
+    if args.run:
+        from attnlab.runs import load_run
+
+        model = load_run(args.run).model
+        what = f"trained run {args.run}"
+    else:
+        shape = default_model("fra-eng") if not args.quick else dict(d_model=32, num_heads=2, num_encoder_layers=1,
+                                                                      num_decoder_layers=1, d_ff=64)
+        model = Transformer(TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, **shape)).eval()
+        what = "random weights, " + ("tiny shape" if args.quick else "corpus preset shape (d 256, 4 heads, 3+3, ff 1024)")
+    config = model.config
+    model = NoEndOfSentence(model).eval()
+    src = torch.randint(4, config.src_vocab_size, (batch, source_length))
+    src[:, -1] = EOS_ID  # sources end with EOS, as in training
+    assert not (src == PAD_ID).any()
+
+    cached = greedy_decode(model, src, max_len=new_tokens, use_cache=True)
+    uncached = greedy_decode(model, src, max_len=new_tokens, use_cache=False)
+    assert all(len(row) == new_tokens for row in cached), "every row must run the full length"
+    same_tokens = cached == uncached
+    beam_cached = beam_search(model, src, beam_size=args.beam, max_len=new_tokens, use_cache=True)
+    beam_uncached = beam_search(model, src, beam_size=args.beam, max_len=new_tokens, use_cache=False)
+    same_beam = beam_cached == beam_uncached
+    print(f"cached == uncached tokens: greedy {same_tokens}, beam-{args.beam} {same_beam}", flush=True)
+
+    candidates = {
+        "greedy_cached_ms": lambda: greedy_decode(model, src, max_len=new_tokens, use_cache=True),
+        "greedy_uncached_ms": lambda: greedy_decode(model, src, max_len=new_tokens, use_cache=False),
+        f"beam{args.beam}_cached_ms": lambda: beam_search(model, src, beam_size=args.beam, max_len=new_tokens),
+    }
+    timings = compare(candidates, warmup=1, repeats=repeats)
+    row = {"batch": batch, "source_len": source_length, "new_tokens": new_tokens, "repeats": repeats,
+           **{name: t.median_ms for name, t in timings.items()}}
+    row["cache_speedup"] = ratio(row["greedy_uncached_ms"], row["greedy_cached_ms"])
+    row["greedy_sent_per_s"] = batch / (row["greedy_cached_ms"] / 1e3)
+    row[f"beam{args.beam}_sent_per_s"] = batch / (row[f"beam{args.beam}_cached_ms"] / 1e3)
+    row["same_tokens_greedy"], row["same_tokens_beam"] = same_tokens, same_beam
+
+    description = {
+        "greedy_cached_ms": "greedy_decode(use_cache=True): one new token per step through the KV cache",
+        "greedy_uncached_ms": "greedy_decode(use_cache=False): the decoder re-reads the whole prefix each step",
+        f"beam{args.beam}_cached_ms": f"beam_search(beam_size={args.beam}) with the KV cache",
+        "cache_speedup": "greedy_uncached_ms / greedy_cached_ms (> 1: the cache is faster)",
+        "*_sent_per_s": "sentences per second of the cached decoders",
+    }
+    result = BenchResult("decoding", description,
+                         {"model": what, "threads": threads, "eos_suppressed": True, **config.to_dict()}, [row])
+    env = result.environment
+    print(f"# decoding, {what}, fp32, {threads} threads, EOS suppressed so every candidate generates "
+          f"{new_tokens} tokens; median of {repeats} interleaved repeats")
+    print(f"# {env['date']}  torch {env['torch']}  {env['processor']}  `{env['command']}`")
+    print(format_table([row], list(row), float_format=".2f"))
+    out = args.json or (None if args.quick else str(RESULTS / "decoding.json"))
+    if out:
+        print(f"wrote {write_json(out, result)}")
+    if not (same_tokens and same_beam):
+        print("cached and uncached decoding disagree", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
