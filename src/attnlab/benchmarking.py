@@ -557,10 +557,12 @@ def train_step_benchmark(
     (d_model 256, 4 heads, 3 + 3 layers, d_ff 1024, dropout 0.1) with an 8,000-word vocabulary.
     """
     from .model import TransformerConfig
+    from .training import keep_freed_memory
 
     device = torch.device(device)
     config = config or TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, num_heads=4,
                                          num_encoder_layers=3, num_decoder_layers=3, d_ff=1024, dropout=0.1)
+    malloc_tuned = keep_freed_memory()  # as the trainer does; process-wide, so both candidates get it
     data = random_batch(batch, src_len, tgt_len, config.tgt_vocab_size, device=device)
     flops = model_flops_per_step(config, batch, src_len, tgt_len)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -584,6 +586,10 @@ def train_step_benchmark(
         if memory:
             for name, fn in candidates.items():
                 row[f"{name}_peak_mib"] = peak_memory_mib(fn)
+        for name, fn in candidates.items():  # fresh pages the kernel had to hand out during one step
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            fn()
+            row[f"{name}_page_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         row["samples_ms"] = {name: timing.samples_ms for name, timing in timings.items()}
         rows.append(row)
         if log is not None:
@@ -594,12 +600,14 @@ def train_step_benchmark(
         description={**TRAIN_STEP_CANDIDATES,
                      "attnlab_vs_torch": "torch time / attnlab time (> 1: attnlab faster; target >= 1.0)",
                      "tokens_per_s": "non-padding target tokens per second",
+                     "page_faults": "minor page faults during one step (fresh pages from the kernel)",
                      "mfu": "model FLOPs per step (all matmuls incl. attention, fwd + bwd, padded positions) "
                             "/ step time / measured matmul GFLOP/s of the same precision"},
         config={**config.to_dict(), "batch": batch, "src_len": src_len, "tgt_len": tgt_len,
                 "target_tokens": data.num_tokens, "model_flops_per_step": flops, "precisions": list(precisions),
                 "warmup": warmup, "repeats": repeats, "threads": torch.get_num_threads(), "device": str(device),
-                "optimizer": "AdamW fused, betas (0.9, 0.98), grad clip 1.0, label smoothing 0.1"},
+                "optimizer": "AdamW fused, betas (0.9, 0.98), grad clip 1.0, label smoothing 0.1",
+                "malloc_keeps_freed_memory": malloc_tuned},
         rows=rows,
     )
 

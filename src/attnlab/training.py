@@ -39,7 +39,8 @@ from .data import PAD_ID, TaskData, load_task, make_batches
 from .evaluation import evaluate
 from .runs import RunConfig, build_model, write_config
 
-__all__ = ["TrainConfig", "learning_rate", "train", "train_step", "make_optimizer", "resolve_device", "SCHEDULES"]
+__all__ = ["TrainConfig", "learning_rate", "train", "train_step", "make_optimizer", "keep_freed_memory",
+           "resolve_device", "SCHEDULES"]
 
 SCHEDULES = ("noam", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -180,6 +181,31 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, 
     return loss.detach()
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the kernel.
+
+    A training step allocates and frees the same large tensors (activations,
+    logits, attention scores) every time. By default glibc serves blocks over
+    32 MiB with fresh ``mmap``s and gives freed heap tops back, so every step
+    page-faults ~250 MiB of new zeroed pages (measured: 66,000 minor faults and
+    0.1 s of kernel time per step of the corpus-preset model on this CPU). With
+    large thresholds the pages are reused: ~2,000 faults, no kernel time. The
+    cost is a resident size that stays at the training peak. Linux/glibc only;
+    returns whether the setting took effect.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    except (OSError, AttributeError):  # musl, or no libc.so.6
+        return False
+
+
 def _batches_for_epoch(data: TaskData, config: TrainConfig, epoch: int):
     return make_batches(data.train, max_tokens=config.max_tokens,
                         batch_size=None if config.max_tokens else config.batch_size,
@@ -234,6 +260,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
            resume: bool, progress: bool, data: TaskData | None, on_log) -> dict | None:
     config = run_config.train
     main = context.is_main
+    keep_freed_memory()
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     if data is None:
         data = load_task(run_config.task, seed=config.seed, **run_config.task_options)

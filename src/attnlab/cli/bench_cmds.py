@@ -150,7 +150,7 @@ def bench(
         result = train_step_benchmark(peak_gflops=peaks, device=torch_device, log=log, **settings["train"]).to_dict()
         results["train_step"] = result
         columns = ["precision", "attnlab_ms", "torch_ms", "attnlab_vs_torch", "attnlab_tokens_per_s",
-                   "torch_tokens_per_s", "attnlab_mfu", "torch_mfu", "attnlab_peak_mib", "torch_peak_mib"]
+                   "torch_tokens_per_s", "attnlab_mfu", "torch_mfu", "attnlab_peak_mib", "torch_peak_mib", "attnlab_page_faults"]
         config = result["config"]
         tables.append(f"## training step: attnlab Transformer vs torch.nn.Transformer, {result['rows'][0]['parameters']:,} "
                       f"parameters, batch {config['batch']} × {config['src_len']}/{config['tgt_len']} tokens\n"
@@ -167,6 +167,8 @@ def bench(
     env = results["environment"]
     print(f"# attnlab bench  {env['date']}  torch {env['torch']}  {env['processor']}  {env['cpu_count']} CPUs  "
           f"{env['torch_threads']} threads  device {torch_device}")
+    if quick:
+        print("# --quick: tiny shapes and one repeat, a smoke test: these numbers measure nothing")
     print(f"# measured matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     for table in tables:
         print()
