@@ -32,7 +32,7 @@ _MODEL = {
 _TRAIN = {
     "synthetic": dict(steps=1200, batch_size=64, lr=2e-3, schedule="cosine", warmup=100, label_smoothing=0.0,
                       eval_every=400, checkpoint_every=400),
-    "toy": dict(steps=600, batch_size=64, lr=2e-3, schedule="cosine", warmup=100, label_smoothing=0.1,
+    "toy": dict(steps=600, batch_size=64, lr=2e-3, schedule="noam", warmup=100, label_smoothing=0.1,
                 eval_every=200, checkpoint_every=200, eval_examples=200),
     "corpus": dict(steps=20000, batch_size=None, max_tokens=4096, lr=1e-3, schedule="noam", warmup=400,
                    label_smoothing=0.1, eval_every=1000, checkpoint_every=500, eval_examples=300),
