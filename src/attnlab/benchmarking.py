@@ -595,6 +595,7 @@ def train_step_benchmark(
         if log is not None:
             log(f"train step {precision}: attnlab={row['attnlab_ms']:.1f} ms, torch={row['torch_ms']:.1f} ms, "
                 f"ratio {row['attnlab_vs_torch']:.2f}")
+    keep_freed_memory(False)
     return BenchResult(
         name="train_step",
         description={**TRAIN_STEP_CANDIDATES,

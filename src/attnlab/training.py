@@ -181,7 +181,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, 
     return loss.detach()
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(keep: bool = True) -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the kernel.
 
     A training step allocates and frees the same large tensors (activations,
@@ -190,8 +190,9 @@ def keep_freed_memory() -> bool:
     page-faults ~250 MiB of new zeroed pages (measured: 66,000 minor faults and
     0.1 s of kernel time per step of the corpus-preset model on this CPU). With
     large thresholds the pages are reused: ~2,000 faults, no kernel time. The
-    cost is a resident size that stays at the training peak. Linux/glibc only;
-    returns whether the setting took effect.
+    cost is a resident size that stays at the training peak. ``keep=False``
+    puts glibc's default thresholds (128 KiB) back when training ends. Linux/glibc
+    only; returns whether the setting took effect.
     """
     import ctypes
     import sys
@@ -201,7 +202,8 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+        mmap_threshold, trim_threshold = ((1 << 30), (1 << 31) - 1) if keep else (128 * 1024, 128 * 1024)
+        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold) and libc.mallopt(m_trim_threshold, trim_threshold))
     except (OSError, AttributeError):  # musl, or no libc.so.6
         return False
 
@@ -249,10 +251,12 @@ def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progres
     run_dir = Path(run_dir)
     config = run_config.train
     context, device = distributed.setup(resolve_device(config.device))
+    keep_freed_memory()
     try:
         return _train(run_dir, run_config, context, device, resume=resume, progress=progress, data=data,
                       on_log=on_log)
     finally:
+        keep_freed_memory(False)  # the rest of the process (tests, notebooks) gets glibc's defaults back
         distributed.cleanup(context)
 
 
@@ -260,7 +264,6 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
            resume: bool, progress: bool, data: TaskData | None, on_log) -> dict | None:
     config = run_config.train
     main = context.is_main
-    keep_freed_memory()
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     if data is None:
         data = load_task(run_config.task, seed=config.seed, **run_config.task_options)
