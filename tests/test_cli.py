@@ -85,6 +85,11 @@ def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, messa
     assert "Traceback" not in err
 
 
+def test_unknown_option_is_a_usage_error_with_exit_2(capsys):
+    code, _, err = run_cli(capsys, "train", "--bogus")
+    assert code == 2 and "No such option: --bogus" in err and "Traceback" not in err
+
+
 def test_toml_with_unknown_keys_is_rejected(capsys, tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('task = "copy"\nlearning_rate = 0.1\n')

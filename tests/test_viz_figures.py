@@ -97,6 +97,19 @@ def test_training_curves_from_metrics_jsonl_with_dev_records(tmp_path):
         plot_training_curves([], tmp_path / "empty.png")
 
 
+def test_trainer_records_are_plotted_as_training_not_evaluation(tmp_path):
+    from attnlab.viz.figures import split_metrics
+
+    records = [{"step": 25, "split": "train", "loss": 2.0, "lr": 1e-3, "tokens_per_s": 900.0},
+               {"step": 50, "split": "train", "loss": 1.5, "lr": 1e-3, "tokens_per_s": 950.0},
+               {"step": 50, "split": "dev", "loss": 1.7, "exact_match": 0.2},
+               {"step": 75, "loss": 1.2, "lr": 9e-4}]
+    train, evals = split_metrics(records)
+    assert [r["step"] for r in train] == [25, 50, 75]
+    assert [(r["step"], r["split"]) for r in evals] == [(50, "dev")]
+    assert_png(plot_training_curves(records, tmp_path / "curves.png"))
+
+
 def test_alignment_outlines_gold_cells_and_checks_their_range(tmp_path):
     weights = np.eye(4) * 0.7 + 0.075
     pairs = [(0, 0), (1, 1), (2, 2), (3, 3)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from .common import EXIT_BAD_INPUT, echo_error
@@ -37,26 +36,24 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
+    """Entry point of the console script; returns the exit status.
+
+    typer/click report usage errors themselves (exit status 2); errors raised
+    by attnlab for bad input (ValueError and friends) become one line here.
+    """
     _register()
     try:
-        # Without standalone mode click returns a command's exit status instead of exiting.
-        status = app(args=argv, standalone_mode=False, prog_name="attnlab")
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.exceptions.Abort:
-        echo_error("aborted")
-        return 130
-    except click.ClickException as error:  # usage errors: unknown option, missing argument, bad value
-        error.show()
-        return EXIT_BAD_INPUT
+        app(args=argv, prog_name="attnlab")
+    except SystemExit as done:  # click's standalone mode always ends this way
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_BAD_INPUT)
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as error:
         echo_error(str(error))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         echo_error("interrupted")
         return 130
-    return status if isinstance(status, int) else 0
+    return 0
 
 
 def run() -> None:

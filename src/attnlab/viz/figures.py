@@ -197,17 +197,23 @@ def _read_records(source: str | os.PathLike | Iterable[dict]) -> list[dict]:
     return [dict(record) for record in source]
 
 
+def split_metrics(records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """metrics.jsonl records → (training-step records, evaluation records); both need a ``step``."""
+    records = [r for r in records if "step" in r]
+    train = [r for r in records if r.get("split", "train") == "train"]
+    return train, [r for r in records if r.get("split", "train") != "train"]
+
+
 def plot_training_curves(metrics: str | os.PathLike | Iterable[dict], path: str | os.PathLike) -> Path:
     """Loss (train and dev), learning rate and dev metrics against the training step.
 
-    ``metrics`` is a metrics.jsonl path or its records. Records with a ``"split"`` key (e.g.
-    ``{"step": 500, "split": "dev", "loss": 1.2, "bleu": 21.0}``) are evaluations; the rest are
-    training steps ``{"step", "loss", "lr", ...}``. The metric panel appears only when an
+    ``metrics`` is a metrics.jsonl path or its records, as the trainer writes them: training
+    steps ``{"step", "split": "train", "loss", "lr", ...}`` (a record without ``split`` counts as
+    training too) and evaluations with another split, e.g.
+    ``{"step": 500, "split": "dev", "loss": 1.2, "bleu": 21.0}``. The metric panel appears only when an
     evaluation record carries ``exact_match``, ``bleu``, ``chrf`` or ``token_accuracy``.
     """
-    records = _read_records(metrics)
-    train = [r for r in records if "split" not in r and "step" in r]
-    evals = [r for r in records if "split" in r and "step" in r]
+    train, evals = split_metrics(_read_records(metrics))
     if not train and not evals:
         raise ValueError("no records with a 'step' field to plot")
     metric_names = [m for m in ("exact_match", "bleu", "chrf", "token_accuracy")
