@@ -1,0 +1,234 @@
+"""A full training step: attnlab Transformer vs torch.nn.Transformer, and the matmul peak behind MFU."""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from .timing import BenchResult, compare, median, ratio, peak_memory_mib
+
+
+# --------------------------------------------------------------------------- matmul peak (the MFU denominator)
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, *, size: int = 1024, repeats: int = 10,
+                  device: str | torch.device = "cpu") -> float:
+    """This machine's measured (size × size) @ (size × size) throughput in GFLOP/s: best of ``repeats``.
+
+    The best, not the median, because it is a ceiling: the most the matmul
+    kernels delivered here, with the threads PyTorch uses now.
+    """
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+# --------------------------------------------------------------------------- training-step benchmark
+
+
+class TorchSeq2Seq(torch.nn.Module):
+    """The reference: ``torch.nn.Transformer`` with the embeddings, positions and output layer it lacks.
+
+    Built from a :class:`~attnlab.model.TransformerConfig` so that it has the
+    same sizes, and the same number of parameters, as attnlab's ``Transformer``
+    with ``final_norm=True`` (``nn.Transformer`` always ends each stack with a LayerNorm).
+    """
+
+    def __init__(self, config):
+        from torch import nn
+
+        from ..positional import sinusoidal_table
+
+        super().__init__()
+        self.config = config
+        self.src_embed = nn.Embedding(config.src_vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.tgt_embed = nn.Embedding(config.tgt_vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.register_buffer("positions", sinusoidal_table(config.max_len, config.d_model), persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.transformer = nn.Transformer(config.d_model, config.num_heads, config.num_encoder_layers,
+                                          config.num_decoder_layers, config.d_ff, config.dropout,
+                                          activation=config.activation, layer_norm_eps=config.layer_norm_eps,
+                                          batch_first=True, norm_first=config.norm_first)
+        self.generator = nn.Linear(config.d_model, config.tgt_vocab_size)
+
+    def forward(self, src, tgt):
+        scale = math.sqrt(self.config.d_model)
+        source = self.dropout(self.src_embed(src) * scale + self.positions[: src.shape[1]])  # (B, Ls, D)
+        target = self.dropout(self.tgt_embed(tgt) * scale + self.positions[: tgt.shape[1]])  # (B, Lt, D)
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device,
+                                                                     dtype=source.dtype)  # (Lt, Lt), -inf above
+        padding = src == self.config.pad_id  # (B, Ls), torch.nn's convention: True = ignore
+        hidden = self.transformer(source, target, tgt_mask=causal, src_key_padding_mask=padding,
+                                  memory_key_padding_mask=padding, tgt_is_causal=True)
+        return self.generator(hidden)  # (B, Lt, V)
+
+
+def random_batch(batch: int, src_len: int, tgt_len: int, vocab_size: int, *, seed: int = 0, device="cpu"):
+    """A padded training :class:`~attnlab.data.Batch` of random ids: lengths uniform in [L/2, L]."""
+    from ..data import Batch, PAD_ID
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def padded(length: int, lengths: torch.Tensor) -> torch.Tensor:
+        ids = torch.randint(4, vocab_size, (batch, length), generator=generator)  # 0-3 are specials
+        return ids.masked_fill(torch.arange(length)[None, :] >= lengths[:, None], PAD_ID)  # (B, L)
+
+    src_lengths = torch.randint(max(1, src_len // 2), src_len + 1, (batch,), generator=generator)
+    tgt_lengths = torch.randint(max(1, tgt_len // 2), tgt_len + 1, (batch,), generator=generator)
+    tgt = padded(tgt_len + 1, tgt_lengths + 1)  # BOS ... EOS, as the data pipeline builds them
+    return Batch(src=padded(src_len, src_lengths).to(device), tgt_in=tgt[:, :-1].to(device),
+                 tgt_out=tgt[:, 1:].to(device), num_tokens=int(tgt_lengths.sum()), examples=list(range(batch)))
+
+
+def model_flops_per_step(config, batch: int, src_len: int, tgt_len: int) -> float:
+    """Matmul FLOPs of one training step (forward + backward = 3 × forward) over padded positions.
+
+    Counts every projection, feed-forward, output-layer and attention-score
+    matmul at 2 FLOPs per multiply-add; the causal half of the decoder's
+    self-attention is counted too, since the kernels compute it.
+    """
+    d, d_ff = config.d_model, config.d_ff
+    src_tokens, tgt_tokens = batch * src_len, batch * tgt_len
+    encoder = config.num_encoder_layers * (src_tokens * (4 * d * d + 2 * d * d_ff) + 2 * batch * src_len**2 * d)
+    decoder = config.num_decoder_layers * (
+        tgt_tokens * (4 * d * d + 2 * d * d + 2 * d * d_ff) + src_tokens * 2 * d * d  # self, cross q/out, FFN; cross k/v
+        + 2 * batch * tgt_len**2 * d + 2 * batch * tgt_len * src_len * d)  # self and cross scores + weighted sums
+    generator = tgt_tokens * d * config.tgt_vocab_size
+    return 3 * 2 * (encoder + decoder + generator)
+
+
+TRAIN_STEP_CANDIDATES = {
+    "attnlab": "attnlab.training.train_step on attnlab's Transformer (the trainer's own step)",
+    "torch": "a plain loop over torch.nn.Transformer (+ the same embeddings, positions, output layer): "
+             "forward, the same loss, zero_grad, backward, clip_grad_norm_, the same fused AdamW",
+}
+
+
+def _train_step_candidates(config, batch, precision: str, device: torch.device, *, compile_attnlab: bool = False):
+    import torch.nn.functional as F
+
+    from ..data import PAD_ID
+    from ..model import Transformer, TransformerConfig
+    from ..training import TrainConfig, autocast, make_optimizer, train_step
+
+    train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
+    config = TransformerConfig.from_dict({**config.to_dict(), "final_norm": True})
+    torch.manual_seed(0)
+    ours = Transformer(config).to(device).train()
+    theirs = TorchSeq2Seq(config).to(device).train()
+    our_opt, their_opt = make_optimizer(ours, train_config, device), make_optimizer(theirs, train_config, device)
+    stepped = torch.compile(ours) if compile_attnlab else ours
+
+    def attnlab_step() -> None:
+        train_step(stepped, our_opt, batch, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision,
+                   device=device).item()
+
+    def torch_step() -> None:
+        for group in their_opt.param_groups:
+            group["lr"] = 1e-4
+        with autocast(device, precision):
+            logits = theirs(batch.src, batch.tgt_in)  # (B, Lt, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
+                               label_smoothing=0.1, reduction="sum") / batch.num_tokens
+        their_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        their_opt.step()
+        loss.item()
+
+    counts = (sum(p.numel() for p in ours.parameters()), sum(p.numel() for p in theirs.parameters()))
+    return {"attnlab": attnlab_step, "torch": torch_step}, counts
+
+
+def train_step_benchmark(
+    config=None,
+    *,
+    batch: int = 64,
+    src_len: int = 24,
+    tgt_len: int = 24,
+    precisions: Sequence[str] = ("fp32", "bf16"),
+    warmup: int = 2,
+    repeats: int = 10,
+    memory: bool = True,
+    peak_gflops: Mapping[str, float] | None = None,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """A full training step of attnlab's Transformer vs ``torch.nn.Transformer``, same config and batch.
+
+    One row per precision (``fp32``; ``bf16`` = autocast): median ms of each
+    candidate (interleaved), ``attnlab_vs_torch`` (torch time / attnlab time,
+    > 1: attnlab faster), target tokens/s and model FLOP utilisation
+    (:func:`model_flops_per_step` / time / this machine's measured matmul
+    GFLOP/s in that precision). The default config is the corpus preset
+    (d_model 256, 4 heads, 3 + 3 layers, d_ff 1024, dropout 0.1) with an 8,000-word vocabulary.
+    """
+    from ..model import TransformerConfig
+    from ..training import keep_freed_memory
+
+    device = torch.device(device)
+    config = config or TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, num_heads=4,
+                                         num_encoder_layers=3, num_decoder_layers=3, d_ff=1024, dropout=0.1)
+    malloc_tuned = keep_freed_memory()  # as the trainer does; process-wide, so both candidates get it
+    data = random_batch(batch, src_len, tgt_len, config.tgt_vocab_size, device=device)
+    flops = model_flops_per_step(config, batch, src_len, tgt_len)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = dict(peak_gflops or {})
+    rows = []
+    for precision in precisions:
+        if precision not in peaks:
+            peaks[precision] = matmul_gflops(dtypes[precision], device=device)
+        candidates, (ours, theirs) = _train_step_candidates(config, data, precision, device)
+        timings = compare(candidates, warmup=warmup, repeats=repeats)
+        row: dict[str, Any] = {"precision": precision, "repeats": repeats}
+        for name, timing in timings.items():
+            seconds = timing.median_ms / 1e3
+            row[f"{name}_ms"] = timing.median_ms
+            row[f"{name}_tokens_per_s"] = data.num_tokens / seconds
+            row[f"{name}_mfu"] = flops / seconds / (peaks[precision] * 1e9)
+        row["attnlab_vs_torch"] = ratio(row["torch_ms"], row["attnlab_ms"])
+        row["parameters"] = ours
+        row["torch_parameters"] = theirs
+        row["matmul_gflops"] = peaks[precision]
+        if memory:
+            for name, fn in candidates.items():
+                row[f"{name}_peak_mib"] = peak_memory_mib(fn)
+        for name, fn in candidates.items():  # fresh pages the kernel had to hand out during one step
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            fn()
+            row[f"{name}_page_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        row["samples_ms"] = {name: timing.samples_ms for name, timing in timings.items()}
+        rows.append(row)
+        if log is not None:
+            log(f"train step {precision}: attnlab={row['attnlab_ms']:.1f} ms, torch={row['torch_ms']:.1f} ms, "
+                f"ratio {row['attnlab_vs_torch']:.2f}")
+    keep_freed_memory(False)
+    return BenchResult(
+        name="train_step",
+        description={**TRAIN_STEP_CANDIDATES,
+                     "attnlab_vs_torch": "torch time / attnlab time (> 1: attnlab faster; target >= 1.0)",
+                     "tokens_per_s": "non-padding target tokens per second",
+                     "page_faults": "minor page faults during one step (fresh pages from the kernel)",
+                     "mfu": "model FLOPs per step (all matmuls incl. attention, fwd + bwd, padded positions) "
+                            "/ step time / measured matmul GFLOP/s of the same precision"},
+        config={**config.to_dict(), "batch": batch, "src_len": src_len, "tgt_len": tgt_len,
+                "target_tokens": data.num_tokens, "model_flops_per_step": flops, "precisions": list(precisions),
+                "warmup": warmup, "repeats": repeats, "threads": torch.get_num_threads(), "device": str(device),
+                "optimizer": "AdamW fused, betas (0.9, 0.98), grad clip 1.0, label smoothing 0.1",
+                "malloc_keeps_freed_memory": malloc_tuned},
+        rows=rows,
+    )
