@@ -40,10 +40,12 @@ def test_cached_beam_search_emits_exactly_the_uncached_tokens(beam_size):
             == beam_search(model, src, beam_size=beam_size, max_len=15, use_cache=False))
 
 
-def _log_prob(model, src, tokens):
-    """Sum of log-probabilities of `tokens` + EOS for one source, by teacher forcing."""
+def _log_prob(model, src, tokens, finished):
+    """Sum of log-probabilities of `tokens` (+ EOS when `finished`) for one source, by teacher forcing."""
     tgt_in = torch.tensor([[1] + tokens])
     tgt_out = torch.tensor(tokens + [EOS_ID])
+    if not finished:
+        tgt_in, tgt_out = tgt_in[:, :-1], tgt_out[:-1]
     with torch.no_grad():
         log_probs = torch.log_softmax(model(src[None], tgt_in)[0], -1)
     return log_probs[torch.arange(len(tgt_out)), tgt_out].sum().item()
@@ -56,8 +58,9 @@ def test_beam_search_finds_at_least_as_likely_an_output_as_greedy():
         one = src[row : row + 1]
         greedy = greedy_decode(model, one, max_len=12)[0]
         beam = beam_search(model, one, beam_size=5, max_len=12, length_penalty=0.0)[0]
-        if len(greedy) < 12 and len(beam) < 12:  # both finished with EOS
-            assert _log_prob(model, one[0], beam) >= _log_prob(model, one[0], greedy) - 1e-4
+        finished = len(greedy) < 12
+        if finished == (len(beam) < 12):  # both ended with EOS, or both ran to max_len: comparable scores
+            assert _log_prob(model, one[0], beam, finished) >= _log_prob(model, one[0], greedy, finished) - 1e-4
             compared += 1
     assert compared >= 3
 
