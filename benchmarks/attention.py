@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import apply_threads, argument_parser  # noqa: E402
+from common import apply_threads, argument_parser, finish  # noqa: E402
 
-from attnlab.benchmarking import ATTENTION_CANDIDATES, attention_benchmark, format_table, write_json  # noqa: E402
+from attnlab.benchmarking import ATTENTION_CANDIDATES, attention_benchmark, format_table  # noqa: E402
 
 TIME_COLUMNS = ["L", "repeats", *ATTENTION_CANDIDATES, "attnlab_vs_torch", "attnlab_vs_raw", "explicit_vs_fused"]
 
@@ -57,12 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_columns = ["L", *(name.replace("_ms", "_peak_mib") for name in ATTENTION_CANDIDATES)]
         print()
         print(format_table(result.rows, memory_columns, float_format=".0f"))
-    print()
-    for name, text in result.description.items():
-        print(f"  {name}: {text}")
-    if args.json:
-        print(f"wrote {write_json(args.json, result)}")
-    return 0
+    return finish(result, args)
 
 
 if __name__ == "__main__":

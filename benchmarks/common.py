@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from attnlab.benchmarking import *  # noqa: F401,F403  (re-exported for the scripts)
-from attnlab.benchmarking import set_threads
+from attnlab.benchmarking import BenchResult, set_threads, write_json
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:
@@ -21,3 +21,13 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
 
 def apply_threads(args: argparse.Namespace) -> int:
     return set_threads(args.threads)
+
+
+def finish(result: BenchResult, args: argparse.Namespace) -> int:
+    """Print what each column measures, write the JSON if asked, and return the exit status."""
+    print()
+    for name, text in result.description.items():
+        print(f"  {name}: {text}")
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    return 0

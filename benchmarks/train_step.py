@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import apply_threads, argument_parser  # noqa: E402
+from common import apply_threads, argument_parser, finish  # noqa: E402
 
-from attnlab.benchmarking import format_table, train_step_benchmark, write_json  # noqa: E402
+from attnlab.benchmarking import format_table, train_step_benchmark  # noqa: E402
 from attnlab.model import TransformerConfig  # noqa: E402
 
 COLUMNS = ["precision", "repeats", "attnlab_ms", "torch_ms", "attnlab_vs_torch", "attnlab_tokens_per_s",
@@ -65,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{threads} threads, median of {repeats} interleaved repeats")
     print(f"# {env['date']}  torch {env['torch']}  {env['processor']}  `{env['command']}`")
     print(format_table(result.rows, COLUMNS, float_format=".4g"))
-    print()
-    for name, text in result.description.items():
-        print(f"  {name}: {text}")
-    if args.json:
-        print(f"wrote {write_json(args.json, result)}")
-    return 0
+    return finish(result, args)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,8 @@
-"""Timing helpers shared by ``benchmarks/*.py`` and ``attnlab bench``.
+"""Timing, memory and reporting helpers: interleaved medians, ratios, tables, JSON.
 
-Timings on a shared machine are noisy, so a comparison is only meaningful when
-the candidates run side by side in one process: :func:`compare` warms every
-candidate up, then times them interleaved (A B C, B C A, …) and reports medians.
-Ratios of medians measured this way survive load from other processes much
-better than absolute times do.
-
->>> timings = compare({"add": lambda: 1 + 1, "mul": lambda: 2 * 2}, warmup=1, repeats=3)
->>> timings["add"].median_ms >= 0.0
-True
+:func:`compare` warms every candidate up, then times them interleaved
+(A B C, B C A, …) and reports medians, so load from other processes hits all
+candidates alike.
 """
 
 from __future__ import annotations
