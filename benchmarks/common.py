@@ -31,3 +31,15 @@ def finish(result: BenchResult, args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
     return 0
+
+
+def write_results(out: str, results: dict, text: str) -> int:
+    """Print the Markdown table and write OUT.json and OUT.md atomically (temp file + rename)."""
+    from attnlab.checkpoint import atomic_write_text
+
+    print()
+    print(text)
+    write_json(f"{out}.json", results)
+    atomic_write_text(f"{out}.md", text)
+    print(f"wrote {out}.json and {out}.md")
+    return 0

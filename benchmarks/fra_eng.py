@@ -45,6 +45,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import write_results  # noqa: E402
 from attnlab.benchmarking import environment, format_table, set_threads, write_json  # noqa: E402
 from attnlab.data import PAD_ID, load_task, make_batches  # noqa: E402
 from attnlab.evaluation import evaluate  # noqa: E402
@@ -400,12 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
     results["environment"] = environment()
     text = markdown(results)
-    print()
-    print(text)
-    write_json(f"{args.out}.json", results)
-    Path(f"{args.out}.md").write_text(text)
-    print(f"wrote {args.out}.json and {args.out}.md")
-    return 0
+    return write_results(args.out, results, text)
 
 
 if __name__ == "__main__":

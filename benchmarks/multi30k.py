@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import write_results  # noqa: E402
 from fra_eng import ATTNLAB_RECIPE, attnlab_contender, run_interleaved, score  # noqa: E402
 
-from attnlab.benchmarking import environment, format_table, set_threads, write_json  # noqa: E402
+from attnlab.benchmarking import environment, format_table, set_threads  # noqa: E402
 from attnlab.data import load_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{env['torch_threads']} threads; load average {results['load_average']['start']} at start, "
                       f"{results['load_average']['end']} at end. Greedy decoding, sacreBLEU, one reference.", "",
                       format_table([row]), ""])
-    print()
-    print(text)
-    write_json(f"{args.out}.json", results)
-    Path(f"{args.out}.md").write_text(text)
-    print(f"wrote {args.out}.json and {args.out}.md")
-    return 0
+    return write_results(args.out, results, text)
 
 
 if __name__ == "__main__":
