@@ -4,9 +4,10 @@
     python benchmarks/multi30k.py --quick            # smoke test: 3,000 pairs, a few seconds
 
 Multi30K's own splits: train (29,000 pairs) and test_2016_flickr (1,000), one reference each. A shared byte-level BPE (8k) is trained on the training split. The model and
-schedule are attnlab's fra-eng recipe (``benchmarks/fra_eng.py``: the corpus preset, bf16
-autocast, noam warmup then a linear cool-down to zero at the end of the budget); the budget is
-the model's own measured step time. Greedy decoding, sacreBLEU.
+schedule are ``attnlab train --task multi30k --max-minutes M``: the multi30k preset
+(``attnlab.presets``: d_model 256, 3+3, dropout 0.1, bf16 autocast where native, noam warmup then a
+linear cool-down to zero at the end of the budget); the budget is the model's own measured step
+time. Greedy decoding, sacreBLEU.
 
 Writes ``benchmarks/results/multi30k.json`` and ``multi30k.md``.
 """
@@ -22,10 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_results  # noqa: E402
-from fra_eng import ATTNLAB_RECIPE, attnlab_contender, run_interleaved, score  # noqa: E402
+from fra_eng import attnlab_contender, run_interleaved, score  # noqa: E402
 
 from attnlab.benchmarking import environment, format_table, set_threads  # noqa: E402
 from attnlab.data import load_task  # noqa: E402
+from attnlab.presets import default_model, default_train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     data = load_task("multi30k", src_lang="de", tgt_lang="en", tokenizer="bpe", vocab_size=8000,
                      max_pairs=max_pairs)
     print(f"multi30k loaded: {data.info['sizes']}", flush=True)
-    contender = attnlab_contender(data, 60 * minutes, max_tokens=args.max_tokens)
+    contender = attnlab_contender(data, 60 * minutes, max_tokens=args.max_tokens, task="multi30k")
     run_interleaved([contender], data, data.test, None)
     test = sorted(data.test, key=lambda ex: len(ex.src_ids))  # shorter decoding batches; BLEU ignores order
     final = score(contender.model, data, test, f"attnlab, step {contender.step}, test_2016_flickr")
     results = {"config": {"minutes": minutes, "max_tokens": args.max_tokens, "threads": args.threads,
-                          "attnlab_recipe": ATTNLAB_RECIPE, "data": data.info},
+                          "attnlab_recipe": {"model": default_model("multi30k"), "train": default_train("multi30k")}, "data": data.info},
                "attnlab": {**contender.summary(), "test_2016_flickr": final, "log": contender.log},
                "wall_minutes": round((time.perf_counter() - wall_start) / 60, 2),
                "load_average": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
                "environment": environment()}
-    row = {"model": "attnlab (d 256, 3+3, bf16)", **{k: v for k, v in contender.summary().items()},
+    row = {"model": f"attnlab (d 256, 3+3, {contender.config.precision})", **{k: v for k, v in contender.summary().items()},
            "test2016_BLEU": final["bleu"], "test2016_chrF": final["chrf"]}
     env = results["environment"]
     text = "\n".join([f"# Multi30K German → English, {minutes:g} minutes of own step time", "",

@@ -15,7 +15,7 @@ import torch
 from attnlab.checkpoint import CheckpointError, load_weights
 from attnlab.model import TransformerConfig
 from attnlab.runs import RunConfig, load_run
-from attnlab.training import TrainConfig, learning_rate, train
+from attnlab.training import BatchStream, TrainConfig, budget_used, learning_rate, resolve_precision, train
 
 TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
                   num_decoder_layers=1, d_ff=64, dropout=0.1)
@@ -121,6 +121,51 @@ def test_schedules_have_the_documented_shape():
     assert learning_rate(constant, 5) == pytest.approx(5e-4) and learning_rate(constant, 999) == 1e-3
 
 
+def test_cooldown_falls_linearly_to_zero_over_the_last_fraction():
+    plain = TrainConfig(steps=1000, lr=1e-3, schedule="noam", warmup=100)
+    cooled = TrainConfig(steps=1000, lr=1e-3, schedule="noam", warmup=100, cooldown=0.2)
+    for step in (1, 50, 100, 400, 801):  # before the cool-down the two schedules are the same
+        assert learning_rate(cooled, step) == pytest.approx(learning_rate(plain, step), rel=1e-12)
+    # halfway through the cool-down (900 of 1000 steps used) the rate is half the schedule's
+    assert learning_rate(cooled, 901) == pytest.approx(0.5 * learning_rate(plain, 901))
+    assert learning_rate(cooled, 1000) == pytest.approx(learning_rate(plain, 1000) / 200)  # 1 step left of 200
+    assert learning_rate(cooled, 500, used=1.0) == 0.0 and learning_rate(cooled, 500, used=1.5) == 0.0
+
+
+def test_a_time_budget_uses_the_clock_when_it_runs_out_first():
+    config = TrainConfig(steps=1000, lr=1e-3, schedule="constant", warmup=0, cooldown=0.5, max_minutes=10)
+    assert budget_used(config, 101, elapsed_s=0.0) == pytest.approx(0.1)  # steps decide
+    assert budget_used(config, 101, elapsed_s=450.0) == pytest.approx(0.75)  # the clock decides
+    assert learning_rate(config, 101, budget_used(config, 101, 450.0)) == pytest.approx(0.5e-3)
+
+
+def test_batch_stream_resumes_at_its_position_and_copies_independently():
+    from attnlab.data import load_task
+
+    data = load_task("copy", num_train=100, num_test=4, train_lengths=(1, 6), test_lengths=(1, 6), seed=0)
+    stream = BatchStream(data.train, batch_size=16, seed=3)
+    seen = [stream.next().src for _ in range(20)]  # 100 examples = 7 batches an epoch: crosses two epochs
+    assert stream.epoch == 2
+    resumed = BatchStream(data.train, batch_size=16, seed=3, epoch=1, index=3)
+    assert torch.equal(resumed.next().src, seen[7 + 3])
+    twin = stream.copy()
+    assert torch.equal(twin.next().src, stream.next().src) and twin.index == stream.index
+    with pytest.raises(ValueError, match="empty"):
+        BatchStream([], batch_size=4)
+
+
+def test_auto_precision_is_bf16_only_where_native(monkeypatch):
+    import attnlab.training as training
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(training, "_cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(training, "_cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+
+
 @pytest.mark.parametrize(
     "overrides, match",
     [
@@ -129,6 +174,7 @@ def test_schedules_have_the_documented_shape():
         (dict(label_smoothing=1.0), "label_smoothing"),
         (dict(device="tpu"), "unknown device 'tpu'"),
         (dict(precision="fp8"), "unknown precision"),
+        (dict(cooldown=1.0), "cooldown must be a fraction"),
     ],
 )
 def test_bad_training_settings_are_rejected(overrides, match):

@@ -11,6 +11,12 @@ the learning rate from the schedule:
 * ``cosine`` — linear warmup, then cosine decay to zero at the last step.
 * ``constant`` — linear warmup, then flat.
 
+Any of them can end in a **cool-down** (``cooldown`` > 0): over the last
+fraction of the budget the rate falls linearly to zero. A short budget gains
+most from it — the final low-rate steps settle the weights. With a time budget
+(``max_minutes``) the budget used is the larger of the step and the time
+fraction, so the rate reaches zero as the clock runs out, whichever comes first.
+
 The run directory is written only through :mod:`attnlab.checkpoint`, so it can
 be resumed after a crash and reproduces an uninterrupted run bit for bit.
 
@@ -39,11 +45,11 @@ from .data import PAD_ID, TaskData, load_task, make_batches
 from .evaluation import evaluate
 from .runs import RunConfig, build_model, write_config
 
-__all__ = ["TrainConfig", "learning_rate", "train", "train_step", "make_optimizer", "keep_freed_memory",
-           "resolve_device", "SCHEDULES"]
+__all__ = ["TrainConfig", "learning_rate", "budget_used", "BatchStream", "train", "train_step", "make_optimizer",
+           "keep_freed_memory", "resolve_device", "resolve_precision", "SCHEDULES"]
 
 SCHEDULES = ("noam", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -61,7 +67,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32, bf16 (autocast), or auto: bf16 where the hardware runs it natively
+    cooldown: float = 0.0  # final fraction of the budget over which the learning rate falls linearly to 0
     eval_every: int = 500
     eval_examples: int = 300  # dev sentences decoded at each evaluation
     log_every: int = 25
@@ -91,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not (isinstance(self.cooldown, (int, float)) and 0.0 <= self.cooldown < 1.0):
+            raise ValueError(f"cooldown must be a fraction in [0, 1), got {self.cooldown!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
@@ -109,17 +118,36 @@ class TrainConfig:
         return cls(**data)
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """The learning rate at (1-based) ``step`` under the configured schedule."""
+def learning_rate(config: TrainConfig, step: int, used: float | None = None) -> float:
+    """The learning rate at (1-based) ``step`` under the configured schedule and cool-down.
+
+    ``used`` is the fraction of the budget spent before this step (default
+    ``(step - 1) / steps``; see :func:`budget_used` for time budgets). It only
+    matters with ``cooldown`` > 0: once ``used`` passes ``1 - cooldown`` the
+    rate is scaled by ``(1 - used) / cooldown``, reaching zero at the end.
+    """
     warmup = max(config.warmup, 1)
     if config.schedule == "noam":
-        return config.lr * min(step / warmup, math.sqrt(warmup / step))
-    if step <= config.warmup:
-        return config.lr * step / warmup
-    if config.schedule == "constant":
-        return config.lr
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        rate = config.lr * min(step / warmup, math.sqrt(warmup / step))
+    elif step <= config.warmup:
+        rate = config.lr * step / warmup
+    elif config.schedule == "constant":
+        rate = config.lr
+    else:
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        rate = config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if config.cooldown > 0:
+        used = (step - 1) / config.steps if used is None else used
+        rate *= min(1.0, max(0.0, 1.0 - used) / config.cooldown)
+    return rate
+
+
+def budget_used(config: TrainConfig, step: int, elapsed_s: float) -> float:
+    """Fraction of the budget spent before ``step``: steps, or the wall clock when that runs out sooner."""
+    used = (step - 1) / config.steps
+    if config.max_minutes is not None:
+        used = max(used, elapsed_s / (60.0 * config.max_minutes))
+    return used
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,6 +162,29 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' requested but MPS is not available")
     return torch.device(name)
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:  # not Linux
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` on CUDA cards and CPUs that compute in bf16 natively (AVX-512 bf16, AMX), else ``fp32``.
+
+    Elsewhere bf16 autocast is emulated and slower than fp32, so it is never chosen automatically.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if _cpu_has_native_bf16() else "fp32"
+    return "fp32"
 
 
 def autocast(device: torch.device, precision: str):
@@ -208,10 +259,48 @@ def keep_freed_memory(keep: bool = True) -> bool:
         return False
 
 
-def _batches_for_epoch(data: TaskData, config: TrainConfig, epoch: int):
-    return make_batches(data.train, max_tokens=config.max_tokens,
-                        batch_size=None if config.max_tokens else config.batch_size,
-                        shuffle=True, seed=config.seed, epoch=epoch)
+class BatchStream:
+    """Training batches epoch after epoch, reshuffled and re-bucketed each epoch.
+
+    Its position is ``(epoch, index)``: a stream built with the position saved in
+    a checkpoint continues with exactly the batches an uninterrupted run would see.
+    """
+
+    def __init__(self, examples, *, max_tokens: int | None = None, batch_size: int | None = None, seed: int = 0,
+                 epoch: int = 0, index: int = 0):
+        if not examples:
+            raise ValueError("no training examples: the training split is empty")
+        self.examples, self.max_tokens, self.batch_size, self.seed = examples, max_tokens, batch_size, seed
+        self.epoch, self.index = epoch, index
+        self._batches = self._make(epoch)
+
+    @classmethod
+    def for_config(cls, examples, config: TrainConfig, *, epoch: int = 0, index: int = 0) -> "BatchStream":
+        return cls(examples, max_tokens=config.max_tokens, batch_size=None if config.max_tokens else config.batch_size,
+                   seed=config.seed, epoch=epoch, index=index)
+
+    def _make(self, epoch: int) -> list:
+        return make_batches(self.examples, max_tokens=self.max_tokens,
+                            batch_size=None if self.max_tokens else self.batch_size,
+                            shuffle=True, seed=self.seed, epoch=epoch)
+
+    def next(self):
+        if self.index >= len(self._batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            self._batches = self._make(self.epoch)
+        self.index += 1
+        return self._batches[self.index - 1]
+
+    @property
+    def epochs(self) -> float:
+        """Epochs done, fractional."""
+        return self.epoch + self.index / max(len(self._batches), 1)
+
+    def copy(self) -> "BatchStream":
+        """An independent stream at the same position (the batches themselves are shared, read-only)."""
+        twin = object.__new__(BatchStream)
+        twin.__dict__.update(self.__dict__)
+        return twin
 
 
 class _MetricsLog:
@@ -271,10 +360,12 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     model = build_model(run_config).to(device)
     optimizer = make_optimizer(model, config, device)
 
-    step, epoch, batch_index = 0, 0, 0
+    precision = resolve_precision(config.precision, device)
+    step, epoch, batch_index, trained_s = 0, 0, 0, 0.0
     if resume:  # every rank reads the checkpoint (a shared file system across nodes)
         state = checkpoint.load_checkpoint(run_dir, model, optimizer)
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
+        trained_s = state.get("train_seconds", 0.0)  # a time budget counts the sessions before this one
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, run_config)
@@ -296,20 +387,17 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     from .progress import TrainingProgress  # rich is only needed while training
 
     bar = TrainingProgress(total=config.steps, start=step, enabled=progress and main)
-    batches = _batches_for_epoch(data, config, epoch)
-    started = time.perf_counter()
+    stream = BatchStream.for_config(data.train, config, epoch=epoch, index=batch_index)
+    started = time.perf_counter() - trained_s
+    elapsed = trained_s  # rank 0's clock, shared by every rank: the schedule and the stop must agree
     window_tokens, window_start = 0, time.perf_counter()
     model.train()
     stopped_early = False
     with bar:
         while step < config.steps:
-            if batch_index >= len(batches):
-                epoch, batch_index = epoch + 1, 0
-                batches = _batches_for_epoch(data, config, epoch)
-            global_batch = batches[batch_index]
-            batch_index += 1
+            global_batch = stream.next()
             step += 1
-            lr = learning_rate(config, step)
+            lr = learning_rate(config, step, budget_used(config, step, elapsed))
             if context.enabled:
                 # Each rank's dropout stream is a function of (seed, rank, step): different on every
                 # rank, and the same after a resume as in an uninterrupted run.
@@ -317,15 +405,15 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
             batch, weight = distributed.shard_batch(global_batch, context)
             loss = train_step(step_model, optimizer, batch.to(device), lr=lr, device=device,
                               label_smoothing=config.label_smoothing, grad_clip=config.grad_clip,
-                              precision=config.precision, loss_weight=weight,
+                              precision=precision, loss_weight=weight,
                               token_normaliser=global_batch.num_tokens / context.world_size)
             window_tokens += global_batch.num_tokens
 
             if step % config.log_every == 0 or step == config.steps:
                 loss_value = distributed.all_reduce_mean(loss, context).item()
-                elapsed = time.perf_counter() - window_start
-                record = {"step": step, "split": "train", "epoch": epoch, "loss": round(loss_value, 6),
-                          "lr": lr, "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
+                window_s = time.perf_counter() - window_start
+                record = {"step": step, "split": "train", "epoch": stream.epoch, "loss": round(loss_value, 6),
+                          "lr": lr, "tokens_per_s": round(window_tokens / max(window_s, 1e-9), 1)}
                 log.add(record)
                 bar.update(step, loss=loss_value, lr=lr, tokens_per_s=record["tokens_per_s"])
                 window_tokens, window_start = 0, time.perf_counter()
@@ -336,15 +424,17 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 model.train()
                 log.add({"step": step, "split": "dev", **scores["summary"]})
                 bar.note(step, scores["summary"], data.metric)
-            out_of_time = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
-            if context.enabled and config.max_minutes is not None:  # rank 0's clock decides, so that every rank stops at the same step
-                flag = torch.tensor([float(out_of_time)], device=device)
-                torch.distributed.broadcast(flag, src=0)
-                out_of_time = bool(flag.item())
+            elapsed = time.perf_counter() - started
+            if context.enabled and config.max_minutes is not None:  # rank 0's clock decides for every rank
+                clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
+                torch.distributed.broadcast(clock, src=0)
+                elapsed = clock.item()
+            out_of_time = config.max_minutes is not None and elapsed > 60 * config.max_minutes
             if (step % config.checkpoint_every == 0 or step == config.steps or out_of_time) and main:
                 log.flush()
                 checkpoint.save_checkpoint(run_dir, step, model, optimizer,
-                                           {"epoch": epoch, "batch_index": batch_index})
+                                           {"epoch": stream.epoch, "batch_index": stream.index,
+                                            "train_seconds": elapsed})
             if out_of_time:
                 stopped_early = True
                 break
@@ -353,9 +443,9 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     if not main:
         return None
     result = evaluate(model, data.test, data, device=device, breakdown=True)
-    result["summary"].update({"steps": step, "epochs": round(epoch + batch_index / max(len(batches), 1), 3),
+    result["summary"].update({"steps": step, "epochs": round(stream.epochs, 3),
                               "train_minutes": round((time.perf_counter() - started) / 60, 3),
-                              "stopped_early": stopped_early, "parameters": sum(p.numel() for p in model.parameters()),
+                              "stopped_early": stopped_early, "precision": precision, "parameters": sum(p.numel() for p in model.parameters()),
                               "world_size": context.world_size})
     checkpoint.atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
                                                                     "examples": result["examples"]}, indent=2))

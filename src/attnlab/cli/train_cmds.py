@@ -26,7 +26,7 @@ TRAIN_FLAGS = {
     "steps": "steps", "batch_size": "batch_size", "max_tokens": "max_tokens", "lr": "lr", "schedule": "schedule",
     "warmup": "warmup", "label_smoothing": "label_smoothing", "grad_clip": "grad_clip", "seed": "seed",
     "device": "device", "precision": "precision", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
-    "log_every": "log_every", "max_minutes": "max_minutes", "compile": "compile",
+    "log_every": "log_every", "max_minutes": "max_minutes", "compile": "compile", "cooldown": "cooldown",
 }
 TASK_FLAGS = {
     "train_lengths": "train_lengths", "test_lengths": "test_lengths", "num_train": "num_train",
@@ -138,10 +138,11 @@ def train(
     lr: Optional[float] = typer.Option(None, help="peak learning rate"),
     schedule: Optional[str] = typer.Option(None, help="noam, cosine or constant"),
     warmup: Optional[int] = typer.Option(None, help="warmup steps"),
+    cooldown: Optional[float] = typer.Option(None, help="final fraction of the run over which the lr falls linearly to 0"),
     label_smoothing: Optional[float] = typer.Option(None, help="label smoothing (0 to disable)"),
     seed: Optional[int] = typer.Option(None, help="random seed (data, init, dropout)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps"),
-    precision: Optional[str] = typer.Option(None, help="fp32 or bf16 (autocast)"),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 (autocast), or auto (bf16 where the hardware is native)"),
     eval_every: Optional[int] = typer.Option(None, help="evaluate on the dev split every N steps"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
     max_minutes: Optional[float] = typer.Option(None, help="stop (and evaluate) after this many minutes"),
