@@ -139,6 +139,19 @@ def test_a_time_budget_uses_the_clock_when_it_runs_out_first():
     assert learning_rate(config, 101, budget_used(config, 101, 450.0)) == pytest.approx(0.5e-3)
 
 
+def test_a_cooled_down_run_logs_its_schedule_and_checkpoints_its_clock(tmp_path):
+    from attnlab.checkpoint import latest_checkpoint
+
+    train(tmp_path / "run", tiny_run(steps=20, schedule="constant", cooldown=0.5, max_minutes=60.0), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in records if r["split"] == "train"}
+    assert lr[5] == pytest.approx(3e-3)  # warmed up, before the cool-down
+    assert lr[15] == pytest.approx(3e-3 * 0.6)  # 14 of 20 steps used: 0.3 of the budget left / 0.5
+    assert lr[20] == pytest.approx(3e-3 * 0.1)  # the last step: 1 of 20 left
+    state = json.loads((latest_checkpoint(tmp_path / "run") / "state.json").read_text())
+    assert 0 < state["train_seconds"] < 600  # what a resumed time budget counts from
+
+
 def test_batch_stream_resumes_at_its_position_and_copies_independently():
     from attnlab.data import load_task
 
