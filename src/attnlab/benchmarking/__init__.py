@@ -17,8 +17,8 @@ The helpers live in :mod:`.timing`; the benchmarks themselves in
 from .attention import ATTENTION_CANDIDATES, attention_benchmark
 from .decoding import decoding_benchmark
 from .timing import (BenchResult, Timing, compare, environment, format_table, median, peak_memory_mib, peak_rss_mib,
-                     python_peak_mib, ratio, set_threads, time_once, write_json)
-from .training import (TRAIN_STEP_CANDIDATES, TorchSeq2Seq, matmul_gflops, model_flops_per_step, random_batch,
+                     python_peak_mib, ratio, set_threads, synchronized, time_once, write_json)
+from .training import (TRAIN_STEP_CANDIDATES, attnlab_train_step, TorchSeq2Seq, matmul_gflops, model_flops_per_step, random_batch,
                        train_step_benchmark)
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "peak_memory_mib",
     "python_peak_mib",
     "set_threads",
+    "synchronized",
     "environment",
     "write_json",
     "format_table",
@@ -42,6 +43,7 @@ __all__ = [
     "random_batch",
     "model_flops_per_step",
     "TRAIN_STEP_CANDIDATES",
+    "attnlab_train_step",
     "train_step_benchmark",
     "decoding_benchmark",
 ]

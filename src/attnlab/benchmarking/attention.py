@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .timing import BenchResult, compare, median, ratio, peak_memory_mib
+from .timing import BenchResult, compare, median, ratio, peak_memory_mib, synchronized
 
 
 ATTENTION_CANDIDATES = {
@@ -25,9 +25,12 @@ ATTENTION_CANDIDATES = {
 """What each timed column measures: forward + backward of one self-attention call, fp32, no mask."""
 
 
-def _attention_candidates(batch: int, length: int, num_heads: int, head_dim: int,
-                          seed: int = 0) -> tuple[dict[str, Callable[[], Any]], Callable[[], None]]:
-    """Closures doing forward + backward for each candidate on identical weights and inputs."""
+def _attention_candidates(batch: int, length: int, num_heads: int, head_dim: int, seed: int = 0,
+                          device: str | torch.device = "cpu") -> tuple[dict[str, Callable[[], Any]], Callable[[], None]]:
+    """Closures doing forward + backward for each candidate on identical weights and inputs, on ``device``.
+
+    On CUDA each closure waits for the device before it returns, so that host timers measure the work.
+    """
     from torch import nn
     import torch.nn.functional as F
 
@@ -52,6 +55,14 @@ def _attention_candidates(batch: int, length: int, num_heads: int, head_dim: int
     q_leaf, k_leaf, v_leaf = (torch.randn(batch, num_heads, length, head_dim, generator=generator).requires_grad_()
                               for _ in range(3))
     grad_heads = torch.randn(batch, num_heads, length, head_dim, generator=generator)
+    device = torch.device(device)
+    if device.type != "cpu":  # the same values as on the CPU (drawn there), moved as leaves
+        x, grad_out, grad_heads = (t.detach().to(device).requires_grad_(t.requires_grad) for t in (x, grad_out, grad_heads))
+        q_leaf, k_leaf, v_leaf = (t.detach().to(device).requires_grad_() for t in (q_leaf, k_leaf, v_leaf))
+        attnlab_mha.to(device)
+        torch_mha.to(device)
+        in_weight, in_bias, out_weight, out_bias = (nn.Parameter(t.detach().to(device))
+                                                    for t in (in_weight, in_bias, out_weight, out_bias))
     leaves = [x, in_weight, in_bias, out_weight, out_bias, q_leaf, k_leaf, v_leaf,
               *attnlab_mha.parameters(), *torch_mha.parameters()]
 
@@ -81,7 +92,7 @@ def _attention_candidates(batch: int, length: int, num_heads: int, head_dim: int
 
     candidates = {"attnlab_ms": attnlab_fused, "torch_mha_ms": torch_nn, "raw_sdpa_ms": raw_sdpa,
                   "explicit_ms": attnlab_explicit, "sdpa_kernel_ms": sdpa_kernel}
-    return candidates, clear_grads
+    return {name: synchronized(fn, device) for name, fn in candidates.items()}, clear_grads
 
 
 def attention_benchmark(
@@ -95,9 +106,10 @@ def attention_benchmark(
     min_time_s: float = 3.0,
     max_repeats: int = 30,
     memory: bool = True,
+    device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Forward + backward of attnlab's MultiHeadAttention against torch.nn and raw SDPA, per length.
+    """Forward + backward of attnlab's MultiHeadAttention against torch.nn and raw SDPA, per length, on ``device``.
 
     Each row holds the median milliseconds of every candidate in
     :data:`ATTENTION_CANDIDATES`, measured interleaved in this process (at least ``repeats``
@@ -105,11 +117,13 @@ def attention_benchmark(
     ``min_time_s`` seconds, judged from the ``warmup`` rounds), and the ratios:
     ``attnlab_vs_torch`` and ``attnlab_vs_raw`` are speeds (other time / attnlab time,
     > 1 means attnlab is faster); ``explicit_vs_fused`` is a time ratio (explicit / fused).
-    With ``memory``, ``*_peak_mib`` columns give each candidate's extra peak RSS.
+    With ``memory``, ``*_peak_mib`` columns give each candidate's extra peak RSS
+    (on CUDA: extra peak allocated device memory).
     """
+    device = torch.device(device)
     rows = []
     for length in lengths:
-        candidates, clear_grads = _attention_candidates(batch, length, num_heads, head_dim)
+        candidates, clear_grads = _attention_candidates(batch, length, num_heads, head_dim, device=device)
         rounds = repeats
         if warmup > 0:
             warm = compare(candidates, warmup=0, repeats=warmup, setup=clear_grads)
@@ -123,7 +137,7 @@ def attention_benchmark(
         if memory:
             for name, fn in candidates.items():
                 clear_grads()
-                row[name.replace("_ms", "_peak_mib")] = peak_memory_mib(fn)
+                row[name.replace("_ms", "_peak_mib")] = peak_memory_mib(fn, device)
         clear_grads()
         row["samples_ms"] = {name: timing.samples_ms for name, timing in timings.items()}
         rows.append(row)
@@ -141,6 +155,7 @@ def attention_benchmark(
         config={"lengths": list(lengths), "batch": batch, "num_heads": num_heads, "head_dim": head_dim,
                 "d_model": num_heads * head_dim, "dtype": "float32", "warmup": warmup, "repeats": repeats,
                 "min_time_s": min_time_s, "max_repeats": max_repeats, "threads": torch.get_num_threads(),
+                "device": str(device),
                 "pass": "forward + backward, self-attention, no mask, training mode, dropout 0"},
         rows=rows,
     )

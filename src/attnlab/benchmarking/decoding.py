@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from .timing import BenchResult, compare, median, ratio, peak_memory_mib
+from .timing import BenchResult, compare, median, ratio, peak_memory_mib, synchronized
 from .training import random_batch
 
 
@@ -49,13 +49,14 @@ def decoding_benchmark(
         "greedy_uncached": lambda: greedy_decode(model, src, max_len=new_tokens, use_cache=False),
         beam_name: lambda: beam_search(model, src, beam_size=beam_size, max_len=new_tokens, use_cache=True),
     }
+    candidates = {name: synchronized(fn, device) for name, fn in candidates.items()}  # CUDA: wait for the work
     timings = compare(candidates, warmup=warmup, repeats=repeats)
     rows = []
     for name, timing in timings.items():
         seconds = timing.median_ms / 1e3
         row = {"mode": name, "repeats": repeats, "ms": timing.median_ms, "sentences_per_s": batch / seconds,
                "new_tokens_per_s": batch * new_tokens / seconds,
-               "peak_mib": peak_memory_mib(candidates[name]) if memory else None, "samples_ms": timing.samples_ms}
+               "peak_mib": peak_memory_mib(candidates[name], device) if memory else None, "samples_ms": timing.samples_ms}
         rows.append(row)
     speedup = ratio(timings["greedy_uncached"].median_ms, timings["greedy_cached"].median_ms)
     for row in rows:

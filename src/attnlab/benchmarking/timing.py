@@ -119,14 +119,40 @@ def _proc_status_mib(field_name: str) -> float:
     raise OSError(f"{field_name} not in /proc/self/status")
 
 
-def peak_memory_mib(fn: Callable[[], Any]) -> float | None:
-    """Extra resident memory at the peak of one call of ``fn``, in MiB (Linux only, else None).
+def synchronized(fn: Callable[[], Any], device: str | torch.device | None) -> Callable[[], Any]:
+    """``fn`` followed by a wait for the device (CUDA), so that a host clock around it times the device's work.
 
-    Resets the kernel's high-water mark (``/proc/self/clear_refs``), runs
-    ``fn`` and returns peak RSS minus RSS before the call. It sees tensors
+    On the CPU (or ``None``) it returns ``fn`` itself: CPU kernels finish before they return.
+    """
+    if device is None or torch.device(device).type != "cuda":
+        return fn
+
+    def call() -> Any:
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result
+
+    return call
+
+
+def peak_memory_mib(fn: Callable[[], Any], device: str | torch.device | None = None) -> float | None:
+    """Extra memory at the peak of one call of ``fn``, in MiB: resident memory on the CPU (Linux only, else None),
+    allocated device memory on CUDA.
+
+    On the CPU it resets the kernel's high-water mark (``/proc/self/clear_refs``),
+    runs ``fn`` and returns peak RSS minus RSS before the call. It sees tensors
     allocated in C++, unlike tracemalloc; memory the allocator keeps from an
     earlier call may be reused without showing up, so read it as approximate.
+    On CUDA it returns ``torch.cuda.max_memory_allocated`` during the call minus
+    the memory allocated before it (exact, for tensors PyTorch allocates).
     """
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return max(0.0, (torch.cuda.max_memory_allocated(device) - before) / 2**20)
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # reset VmHWM to the current RSS

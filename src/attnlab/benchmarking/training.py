@@ -23,7 +23,7 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, *, size: int = 1024, repea
     kernels delivered here, with the threads PyTorch uses now.
     """
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)  # random, never zeros: zeros run faster
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b  # warm-up
@@ -118,24 +118,47 @@ TRAIN_STEP_CANDIDATES = {
 }
 
 
+def attnlab_train_step(config, batch, precision: str, device: str | torch.device = "cpu", *,
+                       compile_model: bool = False) -> tuple[Callable[[], None], int]:
+    """One full training step of attnlab's ``Transformer`` as a zero-argument callable, and its parameter count.
+
+    The trainer's own :func:`attnlab.training.train_step` (forward, label-smoothed
+    loss, backward, clipping at 1.0, fused AdamW) on ``batch``, in ``precision``
+    (``fp32``, or ``bf16`` autocast). The model has ``final_norm=True``, as in the
+    comparison with ``torch.nn.Transformer``. The callable reads the loss back
+    (``.item()``), so on CUDA it returns only when the step has finished.
+    """
+    from ..model import Transformer, TransformerConfig
+    from ..training import TrainConfig, make_optimizer, train_step
+
+    device = torch.device(device)
+    train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
+    config = TransformerConfig.from_dict({**config.to_dict(), "final_norm": True})
+    torch.manual_seed(0)
+    model = Transformer(config).to(device).train()
+    optimizer = make_optimizer(model, train_config, device)
+    stepped = torch.compile(model) if compile_model else model
+
+    def step() -> None:
+        train_step(stepped, optimizer, batch, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision,
+                   device=device).item()
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
 def _train_step_candidates(config, batch, precision: str, device: torch.device, *, compile_attnlab: bool = False):
     import torch.nn.functional as F
 
     from ..data import PAD_ID
-    from ..model import Transformer, TransformerConfig
-    from ..training import TrainConfig, autocast, make_optimizer, train_step
+    from ..model import TransformerConfig
+    from ..training import TrainConfig, autocast, make_optimizer
 
     train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
+    attnlab_step, our_count = attnlab_train_step(config, batch, precision, device, compile_model=compile_attnlab)
     config = TransformerConfig.from_dict({**config.to_dict(), "final_norm": True})
     torch.manual_seed(0)
-    ours = Transformer(config).to(device).train()
     theirs = TorchSeq2Seq(config).to(device).train()
-    our_opt, their_opt = make_optimizer(ours, train_config, device), make_optimizer(theirs, train_config, device)
-    stepped = torch.compile(ours) if compile_attnlab else ours
-
-    def attnlab_step() -> None:
-        train_step(stepped, our_opt, batch, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision,
-                   device=device).item()
+    their_opt = make_optimizer(theirs, train_config, device)
 
     def torch_step() -> None:
         for group in their_opt.param_groups:
@@ -150,7 +173,7 @@ def _train_step_candidates(config, batch, precision: str, device: torch.device, 
         their_opt.step()
         loss.item()
 
-    counts = (sum(p.numel() for p in ours.parameters()), sum(p.numel() for p in theirs.parameters()))
+    counts = (our_count, sum(p.numel() for p in theirs.parameters()))
     return {"attnlab": attnlab_step, "torch": torch_step}, counts
 
 
@@ -206,7 +229,7 @@ def train_step_benchmark(
         row["matmul_gflops"] = peaks[precision]
         if memory:
             for name, fn in candidates.items():
-                row[f"{name}_peak_mib"] = peak_memory_mib(fn)
+                row[f"{name}_peak_mib"] = peak_memory_mib(fn, device)
         for name, fn in candidates.items():  # fresh pages the kernel had to hand out during one step
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             fn()

@@ -20,7 +20,7 @@ from .common import check_writable_dir, fail
 SECTIONS = ("attention", "train", "decode")
 
 
-def _settings(quick: bool) -> dict:
+def _settings(quick: bool, cuda: bool = False) -> dict:
     from ..model import TransformerConfig
 
     if quick:  # tiny shapes, one repeat: proves the pipeline, measures nothing
@@ -31,6 +31,12 @@ def _settings(quick: bool) -> dict:
                                   min_time_s=0.0),
                 "train": dict(config=tiny, batch=4, src_len=6, tgt_len=5, warmup=0, repeats=1),
                 "decode": dict(config=tiny, batch=2, src_len=5, new_tokens=4, beam_size=2, warmup=0, repeats=1)}
+    if cuda:  # a GPU: longer sequences, more warm-up (kernel selection, allocator), a matmul that fills the chip
+        return {"matmul_size": 8192,
+                "attention": dict(lengths=[32, 64, 128, 256, 512, 1024, 2048, 4096], batch=8, num_heads=8,
+                                  head_dim=64, warmup=3, repeats=10, min_time_s=0.5, max_repeats=50),
+                "train": dict(batch=64, src_len=24, tgt_len=24, warmup=5, repeats=20),
+                "decode": dict(batch=8, src_len=20, new_tokens=64, beam_size=4, warmup=2, repeats=5)}
     return {"matmul_size": 2048,
             "attention": dict(lengths=[32, 64, 128, 256, 512, 1024], batch=8, num_heads=8, head_dim=64, warmup=1,
                               repeats=5, min_time_s=2.0, max_repeats=15),
@@ -88,7 +94,8 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="tiny shapes, one repeat: a smoke test (seconds), not a measurement"),
     out: Path = typer.Option(Path("bench"), "--out", "-o", help="directory for bench.json and attention.png"),
     threads: Optional[int] = typer.Option(None, "--threads", help="PyTorch intra-op threads (default: PyTorch's choice)"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (attention is measured on the CPU)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (every section runs there; on CUDA also "
+                                                        "L = 2048 and 4096 for attention)"),
     only: Optional[str] = typer.Option(None, "--only", help="comma-separated subset of: attention, train, decode"),
 ):
     """Measure attnlab against torch.nn: attention, a training step, decoding; write bench.json and a plot.
@@ -124,7 +131,7 @@ def bench(
         fail(f"--threads must be >= 1, got {threads}")
     torch_device = resolve_device(device)  # ValueError (exit 2) when CUDA is missing
     set_threads(threads)
-    settings = _settings(quick)
+    settings = _settings(quick, cuda=torch_device.type == "cuda")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -134,16 +141,21 @@ def bench(
     peaks["fp32"] = matmul_gflops(torch.float32, size=size, device=torch_device)
     peaks["bf16"] = matmul_gflops(torch.bfloat16, size=size, device=torch_device)
     log(f"matmul {size}³: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    results: dict = {"environment": environment(), "quick": quick,
+    env = environment()
+    if torch_device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(torch_device)
+        env["cuda_version"] = torch.version.cuda
+    results: dict = {"environment": env, "quick": quick,
                      "matmul_gflops": {**peaks, "size": size, "device": str(torch_device)}}
     tables = []
     if "attention" in sections:
-        result = attention_benchmark(log=log, **settings["attention"]).to_dict()
+        result = attention_benchmark(device=torch_device, log=log, **settings["attention"]).to_dict()
         results["attention"] = result
         columns = ["L", "repeats", *ATTENTION_CANDIDATES, "attnlab_vs_torch", "attnlab_vs_raw", "explicit_vs_fused"]
         memory = ["L", *(name.replace("_ms", "_peak_mib") for name in ATTENTION_CANDIDATES)]
         config = result["config"]
-        tables.append(f"## attention forward+backward (ms), fp32, B={config['batch']}, H={config['num_heads']}, "
+        tables.append(f"## attention forward+backward (ms), fp32, {config['device']}, B={config['batch']}, "
+                      f"H={config['num_heads']}, "
                       f"d_head={config['head_dim']}\n" + format_table(result["rows"], columns)
                       + "\n\npeak extra memory (MiB)\n" + format_table(result["rows"], memory, float_format=".0f"))
     if "train" in sections:
@@ -164,9 +176,8 @@ def bench(
                                                       "cache_speedup", "peak_mib"], float_format=".3g"))
     results["targets"] = _summary(results)
     path = write_json(out / "bench.json", results)
-    env = results["environment"]
     print(f"# attnlab bench  {env['date']}  torch {env['torch']}  {env['processor']}  {env['cpu_count']} CPUs  "
-          f"{env['torch_threads']} threads  device {torch_device}")
+          f"{env['torch_threads']} threads  device {torch_device}" + (f" ({env['gpu']})" if "gpu" in env else ""))
     if quick:
         print("# --quick: tiny shapes and one repeat, a smoke test: these numbers measure nothing")
     print(f"# measured matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
