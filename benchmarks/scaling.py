@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for d_model, batch in points:
         rows += measure(d_model, batch, args, peaks, device, log)
-    env = environment()
-    if cuda:
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda_version"] = torch.version.cuda
+    env = environment(device)
     wall_s = time.perf_counter() - started
     config = {"device": str(device), "threads": threads, "layers": args.layers, "length": args.length,
               "vocab": args.vocab, "heads": "d_model / 64", "d_ff": "4 * d_model", "batch_sweep_d_model": args.base_d,

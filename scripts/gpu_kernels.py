@@ -1,8 +1,9 @@
 """Which fused attention kernel serves each of attnlab's attention calls on a CUDA card.
 
-For every call pattern a model makes — decoder-only causal self-attention (no mask),
-encoder self-attention and cross-attention with a padding mask, decoder self-attention
-with a causal + padding mask — it runs a forward and backward pass under bf16 autocast
+For three kinds of model call — a decoder-only model (causal self-attention, no mask), an
+encoder–decoder on a batch without padding, and one on a padded batch (the encoder–decoder
+passes a padding mask to encoder self-attention and cross-attention in both) — it runs a
+forward and backward pass under bf16 autocast
 with PyTorch's SDPA restricted to one backend at a time (flash, memory-efficient, math)
 and records which backends accept it. A backend that cannot serve a call raises, so the
 table is what PyTorch really dispatches, not what the documentation promises.

@@ -72,7 +72,7 @@ def main() -> int:
         compiled_rows.append(row)
         print(f"B={batch_size:5d} {precision}: eager {row['eager_ms']:.2f} ms, compiled {row['compiled_ms']:.2f} ms "
               f"({row['speedup']:.2f}x; first call {compile_s:.0f} s)", flush=True)
-    env = {**environment(), "gpu": torch.cuda.get_device_name(device), "cuda_version": torch.version.cuda}
+    env = environment(device)
     with open(args.out, "w") as handle:
         json.dump({"name": "gpu_profile_step", "config": {**config.to_dict(), "src_len": 24, "tgt_len": 24},
                    "profile": rows, "compile": compiled_rows, "environment": env}, handle, indent=2)

@@ -276,8 +276,8 @@ class BatchStream:
 
     @classmethod
     def for_config(cls, examples, config: TrainConfig, *, epoch: int = 0, index: int = 0) -> "BatchStream":
-        return cls(examples, max_tokens=config.max_tokens, batch_size=None if config.max_tokens else config.batch_size,
-                   seed=config.seed, epoch=epoch, index=index)
+        return cls(examples, max_tokens=config.max_tokens, batch_size=config.batch_size, seed=config.seed,
+                   epoch=epoch, index=index)
 
     def _make(self, epoch: int) -> list:
         return make_batches(self.examples, max_tokens=self.max_tokens,

@@ -187,9 +187,9 @@ def set_threads(num_threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def environment() -> dict[str, Any]:
-    """What a reader needs to judge a timing: when, where, with what."""
-    return {
+def environment(device: str | torch.device | None = None) -> dict[str, Any]:
+    """What a reader needs to judge a timing: when, where, with what (on a CUDA ``device``, the card too)."""
+    env = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
         "python": platform.python_version(),
@@ -200,6 +200,10 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
     }
+    if device is not None and torch.device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda_version"] = torch.version.cuda
+    return env
 
 
 @dataclass

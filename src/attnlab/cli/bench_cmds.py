@@ -141,10 +141,7 @@ def bench(
     peaks["fp32"] = matmul_gflops(torch.float32, size=size, device=torch_device)
     peaks["bf16"] = matmul_gflops(torch.bfloat16, size=size, device=torch_device)
     log(f"matmul {size}³: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    env = environment()
-    if torch_device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(torch_device)
-        env["cuda_version"] = torch.version.cuda
+    env = environment(torch_device)
     results: dict = {"environment": env, "quick": quick,
                      "matmul_gflops": {**peaks, "size": size, "device": str(torch_device)}}
     tables = []
