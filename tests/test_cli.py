@@ -76,6 +76,8 @@ def test_toml_config_is_read_and_flags_override_it(capsys, tmp_path):
         (["--task", "reverse", "--steps", "-3"], "--steps must not be negative"),
         (["--task", "reverse", "--heads", "3"], "must be divisible by num_heads"),
         (["--task", "reverse", "--schedule", "linear"], "unknown schedule 'linear'"),
+        (["--task", "reverse", "--cooldown", "1.5"], "cooldown must be a fraction in [0, 1)"),
+        (["--task", "reverse", "--precision", "fp8"], "unknown precision 'fp8'; allowed: fp32, bf16, auto"),
     ],
 )
 def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
@@ -83,6 +85,7 @@ def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, messa
     assert code == 2
     assert message in err and err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing half-written
 
 
 def test_unknown_option_is_a_usage_error_with_exit_2(capsys):
