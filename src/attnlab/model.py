@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ._config import strict_from_dict
 from .attention import AttentionCache, padding_mask
 from .blocks import ACTIVATIONS, DecoderBlock, EncoderBlock, LayerCache
 from .positional import POSITIONAL_ENCODINGS, positional_encoding
@@ -89,11 +90,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TransformerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, "model")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

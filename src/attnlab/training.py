@@ -34,12 +34,13 @@ import sys
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ._config import strict_from_dict
 from . import checkpoint, distributed
 from .data import PAD_ID, TaskData, load_task, make_batches
 from .evaluation import evaluate
@@ -111,11 +112,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, "training")
 
 
 def learning_rate(config: TrainConfig, step: int, used: float | None = None) -> float:
