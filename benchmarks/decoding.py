@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import apply_threads, argument_parser  # noqa: E402
 
 from attnlab.benchmarking import BenchResult, compare, format_table, ratio, write_json  # noqa: E402
-from attnlab.data import EOS_ID, PAD_ID  # noqa: E402
+from attnlab.data import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 from attnlab.decoding import beam_search, greedy_decode  # noqa: E402
 from attnlab.model import Transformer, TransformerConfig  # noqa: E402
 from attnlab.presets import default_model  # noqa: E402
@@ -32,7 +32,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class NoEndOfSentence(torch.nn.Module):
-    """Wraps an encoder–decoder so it never predicts EOS: every decode runs its full length."""
+    """Wraps an encoder–decoder so it never predicts EOS (or PAD/BOS, which the decoders drop from
+    their output): every decode runs its full length and returns ``new_tokens`` tokens per row."""
 
     def __init__(self, model):
         super().__init__()
@@ -44,7 +45,7 @@ class NoEndOfSentence(torch.nn.Module):
 
     def decode(self, tgt, memory, src, *, cache=None):
         logits = self.model.decode(tgt, memory, src, cache=cache)  # (B, Lt, V)
-        logits[..., EOS_ID] = float("-inf")
+        logits[..., [EOS_ID, PAD_ID, BOS_ID]] = float("-inf")
         return logits
 
     def new_cache(self):

@@ -31,7 +31,7 @@ def decoding_benchmark(
     ``batch`` sources), sentences/s and new tokens/s; ``cache_speedup`` =
     uncached / cached time (target >= 3).
     """
-    from ..data import EOS_ID
+    from ..data import BOS_ID, EOS_ID, PAD_ID
     from ..decoding import beam_search, greedy_decode
     from ..model import Transformer, TransformerConfig
 
@@ -41,7 +41,8 @@ def decoding_benchmark(
     torch.manual_seed(0)
     model = Transformer(config).to(device).eval()
     with torch.no_grad():
-        model.generator.bias[EOS_ID] = -1e4  # never stop early: every call decodes new_tokens tokens
+        # never stop early, never emit tokens the decoders drop: every call returns new_tokens tokens
+        model.generator.bias[[EOS_ID, PAD_ID, BOS_ID]] = -1e4
     src = random_batch(batch, src_len, 1, config.src_vocab_size, device=device).src
     beam_name = f"beam{beam_size}_cached"
     candidates = {
