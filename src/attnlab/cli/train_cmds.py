@@ -129,7 +129,7 @@ def train(
     d_ff: Optional[int] = typer.Option(None, help="feed-forward width"),
     dropout: Optional[float] = typer.Option(None, help="dropout probability"),
     pos_encoding: Optional[str] = typer.Option(None, help="sinusoidal, learned, none, rope or alibi"),
-    norm_first: Optional[bool] = typer.Option(None, "--norm-first/--norm-last", help="pre-LN instead of the paper's post-LN"),
+    norm_first: Optional[bool] = typer.Option(None, "--norm-first/--norm-last", help="pre-LN (LayerNorm before each sublayer; the corpus presets) or the paper's post-LN (the synthetic and toy presets)"),
     activation: Optional[str] = typer.Option(None, help="relu or gelu"),
     max_len: Optional[int] = typer.Option(None, help="longest sequence a learned encoding supports"),
     steps: Optional[int] = typer.Option(None, help="optimiser steps"),
