@@ -4,8 +4,9 @@
     python benchmarks/decoding.py --run RUN         # a trained run's model instead of random weights
     python benchmarks/decoding.py --quick --json out.json
 
-Every candidate does identical work: the end-of-sentence token is suppressed (its logit set to
--inf) so each decoder runs exactly ``--new-tokens`` steps. The cached decoder appends one key/value
+Every candidate does identical work: the end-of-sentence token (and the start and padding
+tokens, which decoders drop) is suppressed (``decode_full_length`` pushes its logit far down) so
+each decoder runs exactly ``--new-tokens`` steps. The cached decoder appends one key/value
 row per step to each self-attention layer and projects the encoder memory once; the uncached one
 re-runs the decoder over the whole prefix every step. The script first checks that both emit the
 same tokens, then times all candidates interleaved in one process (attnlab.benchmarking.compare).
@@ -22,37 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import apply_threads, argument_parser  # noqa: E402
 
-from attnlab.benchmarking import BenchResult, compare, format_table, ratio, write_json  # noqa: E402
-from attnlab.data import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
+from attnlab.benchmarking import (BenchResult, compare, decode_full_length, format_table, ratio,  # noqa: E402
+                                  write_json)
+from attnlab.data import EOS_ID, PAD_ID  # noqa: E402
 from attnlab.decoding import beam_search, greedy_decode  # noqa: E402
 from attnlab.model import Transformer, TransformerConfig  # noqa: E402
 from attnlab.presets import default_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-class NoEndOfSentence(torch.nn.Module):
-    """Wraps an encoder–decoder so it never predicts EOS (or PAD/BOS, which the decoders drop from
-    their output): every decode runs its full length and returns ``new_tokens`` tokens per row."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.config = model.config
-
-    def encode(self, src):
-        return self.model.encode(src)
-
-    def decode(self, tgt, memory, src, *, cache=None):
-        logits = self.model.decode(tgt, memory, src, cache=cache)  # (B, Lt, V)
-        logits[..., [EOS_ID, PAD_ID, BOS_ID]] = float("-inf")
-        return logits
-
-    def new_cache(self):
-        return self.model.new_cache()
-
-    def reorder_cache(self, cache, index):
-        self.model.reorder_cache(cache, index)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         model = Transformer(TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, **shape)).eval()
         what = "random weights, " + ("tiny shape" if args.quick else "corpus preset shape (d 256, 4 heads, 3+3, ff 1024)")
     config = model.config
-    model = NoEndOfSentence(model).eval()
+    decode_full_length(model)  # no row ends early: each returns new_tokens tokens
     src = torch.randint(4, config.src_vocab_size, (batch, source_length))
     src[:, -1] = EOS_ID  # sources end with EOS, as in training
     assert not (src == PAD_ID).any()

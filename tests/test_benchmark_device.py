@@ -14,7 +14,7 @@ import attnlab.benchmarking.attention as attention_module
 import attnlab.benchmarking.decoding as decoding_module
 from attnlab.benchmarking import (attention_benchmark, attnlab_train_step, decoding_benchmark, peak_memory_mib,
                                   random_batch, synchronized)
-from attnlab.model import TransformerConfig
+from attnlab.model import Transformer, TransformerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = TransformerConfig(src_vocab_size=30, tgt_vocab_size=30, d_model=16, num_heads=2, num_encoder_layers=1,
@@ -102,3 +102,22 @@ def test_scaling_script_rejects_bad_sizes(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "scaling.py"), "--batches", "0",
                            "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "sizes" in proc.stderr
+
+
+def test_decode_full_length_makes_every_row_run_to_max_len():
+    # A model whose output favours the tokens decoders drop (PAD, BOS) or stop at (EOS) would
+    # otherwise return short rows, and a decoding benchmark would time unequal work.
+    from attnlab.benchmarking import decode_full_length
+    from attnlab.data import BOS_ID, EOS_ID, PAD_ID
+    from attnlab.decoding import greedy_decode
+
+    torch.manual_seed(0)
+    model = Transformer(TINY).eval()
+    with torch.no_grad():
+        model.generator.bias[[EOS_ID, PAD_ID, BOS_ID]] = 50.0  # every step would pick one of them
+    src = torch.randint(4, TINY.src_vocab_size, (3, 5))
+    assert all(len(row) < 6 for row in greedy_decode(model, src, max_len=6))
+    decode_full_length(model)
+    rows = greedy_decode(model, src, max_len=6)
+    assert [len(row) for row in rows] == [6, 6, 6]
+    assert not {EOS_ID, PAD_ID, BOS_ID} & {token for row in rows for token in row}

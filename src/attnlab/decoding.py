@@ -21,7 +21,9 @@ from torch import Tensor
 
 from .data.codec import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = ["greedy_decode", "beam_search", "default_max_len"]
+__all__ = ["greedy_decode", "beam_search", "default_max_len", "SILENT_TOKENS"]
+
+SILENT_TOKENS = (BOS_ID, PAD_ID)  # dropped from a decoded sequence (EOS ends it)
 
 
 def default_max_len(model, src: Tensor) -> int:
@@ -43,7 +45,7 @@ def _strip(sequence: list[int]) -> list[int]:
     for token in sequence:
         if token == EOS_ID:
             break
-        if token not in (BOS_ID, PAD_ID):
+        if token not in SILENT_TOKENS:
             out.append(token)
     return out
 

@@ -5,8 +5,9 @@ translator for the demo; real corpora get a recipe sized for ~30 minutes of a
 2-core CPU (d_model 256, 3+3 blocks, ~1,600 steps of ~4k-token batches):
 
 * pre-LN blocks (``norm_first``, with a final LayerNorm on each stack) at a
-  peak rate of 2e-3: pre-LN trains stably at twice the post-LN rate, and in a
-  step-matched search that was the largest gain in a short budget;
+  peak rate of 2e-3: the largest gain a step-matched search found for a short
+  budget (fra-eng, 754 steps: 38.8 / 39.9 BLEU for two seeds, against 33.9 /
+  34.7 for post-LN at 1e-3);
 * a short warmup (200 steps) — the paper's 4,000 outlast the whole budget;
 * a linear cool-down to zero over the last fifth of the run (steps, or the
   clock with ``--max-minutes``): the low-rate end settles the weights;

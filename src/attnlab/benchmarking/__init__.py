@@ -15,7 +15,7 @@ The helpers live in :mod:`.timing`; the benchmarks themselves in
 """
 
 from .attention import ATTENTION_CANDIDATES, attention_benchmark
-from .decoding import decoding_benchmark
+from .decoding import decode_full_length, decoding_benchmark
 from .timing import (BenchResult, Timing, compare, environment, format_table, median, peak_memory_mib, peak_rss_mib,
                      python_peak_mib, ratio, set_threads, synchronized, time_once, write_json)
 from .training import (TRAIN_STEP_CANDIDATES, attnlab_train_step, TorchSeq2Seq, matmul_gflops, model_flops_per_step, random_batch,
@@ -45,6 +45,7 @@ __all__ = [
     "TRAIN_STEP_CANDIDATES",
     "attnlab_train_step",
     "train_step_benchmark",
+    "decode_full_length",
     "decoding_benchmark",
 ]
 

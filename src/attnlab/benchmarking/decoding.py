@@ -10,6 +10,16 @@ from .timing import BenchResult, compare, median, ratio, peak_memory_mib, synchr
 from .training import random_batch
 
 
+def decode_full_length(model) -> None:
+    """Push ``model``'s EOS logit, and those of the tokens decoders drop, far down (in place), so
+    that every decode of it runs its full length and returns ``max_len`` tokens per row."""
+    from ..data import EOS_ID
+    from ..decoding import SILENT_TOKENS
+
+    with torch.no_grad():
+        model.generator.bias[[EOS_ID, *SILENT_TOKENS]] = -1e4
+
+
 def decoding_benchmark(
     config=None,
     *,
@@ -25,13 +35,12 @@ def decoding_benchmark(
 ) -> BenchResult:
     """Greedy decoding with the KV cache vs recomputing the prefix, and beam search, on one model.
 
-    The untrained model's end-of-sentence logit is pushed down so that every
-    sentence runs exactly ``new_tokens`` steps. Rows: ``greedy_cached``,
+    The untrained model's end-of-sentence logit is pushed down
+    (:func:`decode_full_length`) so that every sentence runs exactly ``new_tokens`` steps. Rows: ``greedy_cached``,
     ``greedy_uncached``, ``beam{K}_cached`` with median ms per call (a batch of
     ``batch`` sources), sentences/s and new tokens/s; ``cache_speedup`` =
     uncached / cached time (target >= 3).
     """
-    from ..data import BOS_ID, EOS_ID, PAD_ID
     from ..decoding import beam_search, greedy_decode
     from ..model import Transformer, TransformerConfig
 
@@ -40,9 +49,7 @@ def decoding_benchmark(
                                          num_encoder_layers=3, num_decoder_layers=3, d_ff=1024, dropout=0.1)
     torch.manual_seed(0)
     model = Transformer(config).to(device).eval()
-    with torch.no_grad():
-        # never stop early, never emit tokens the decoders drop: every call returns new_tokens tokens
-        model.generator.bias[[EOS_ID, PAD_ID, BOS_ID]] = -1e4
+    decode_full_length(model)
     src = random_batch(batch, src_len, 1, config.src_vocab_size, device=device).src
     beam_name = f"beam{beam_size}_cached"
     candidates = {
