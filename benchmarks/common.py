@@ -35,7 +35,7 @@ def finish(result: BenchResult, args: argparse.Namespace) -> int:
 
 def write_results(out: str, results: dict, text: str) -> int:
     """Print the Markdown table and write OUT.json and OUT.md atomically (temp file + rename)."""
-    from attnlab.checkpoint import atomic_write_text
+    from attnlab.files import atomic_write_text
 
     print()
     print(text)

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from attnlab.benchmarking import compare  # noqa: E402
 from attnlab.benchmarking.training import _train_step_candidates, random_batch  # noqa: E402
-from attnlab.model import TransformerConfig  # noqa: E402
+from attnlab.core.model import TransformerConfig  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

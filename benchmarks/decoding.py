@@ -26,9 +26,9 @@ from common import apply_threads, argument_parser  # noqa: E402
 from attnlab.benchmarking import (BenchResult, compare, decode_full_length, format_table, ratio,  # noqa: E402
                                   write_json)
 from attnlab.data import EOS_ID, PAD_ID  # noqa: E402
-from attnlab.decoding import beam_search, greedy_decode  # noqa: E402
-from attnlab.model import Transformer, TransformerConfig  # noqa: E402
-from attnlab.presets import default_model  # noqa: E402
+from attnlab.core.decoding import beam_search, greedy_decode  # noqa: E402
+from attnlab.core.model import Transformer, TransformerConfig  # noqa: E402
+from attnlab.training.presets import default_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = apply_threads(args)
     torch.manual_seed(0)
     if args.run:
-        from attnlab.runs import load_run
+        from attnlab.training.runs import load_run
 
         model = load_run(args.run).model
         what = f"trained run {args.run}"

@@ -20,10 +20,10 @@ to the shared embedding; label smoothing 0.1; Adam (0.9, 0.98, 1e-9) at peak lr 
 warmup steps, then inverse square root; ~4k-token length-sorted batches; fp32.
 
 attnlab's contender is exactly ``attnlab train --task fra-eng --max-minutes M``: the fra-eng
-preset (``attnlab.presets``) — the same model shape, bf16 autocast where the CPU computes in bf16
+preset (``attnlab.training.presets``) — the same model shape, bf16 autocast where the CPU computes in bf16
 natively (``precision="auto"``), a 200-step warmup, no dropout, AdamW with clipping, and a linear
 cool-down to zero over the last fifth of its time budget. Both models are stepped by the same
-trainer pieces (``BatchStream``, ``learning_rate``, ``train_step`` from ``attnlab.training``).
+trainer pieces (``BatchStream``, ``learning_rate``, ``train_step`` from ``attnlab.training.trainer``).
 
 The 15-minute column is an honest 15-minute run for both: the baseline's schedule does not depend
 on its budget, so its state at 15 minutes is what a 15-minute run gives; attnlab's schedule does
@@ -55,10 +55,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 from attnlab.benchmarking import environment, format_table, set_threads, write_json  # noqa: E402
 from attnlab.data import PAD_ID, load_task, make_batches  # noqa: E402
-from attnlab.evaluation import evaluate  # noqa: E402
-from attnlab.model import Transformer, TransformerConfig  # noqa: E402
-from attnlab.presets import default_model, default_train  # noqa: E402
-from attnlab.training import (BatchStream, TrainConfig, learning_rate, make_optimizer, resolve_precision,  # noqa: E402
+from attnlab.training.evaluation import evaluate  # noqa: E402
+from attnlab.core.model import Transformer, TransformerConfig  # noqa: E402
+from attnlab.training.presets import default_model, default_train  # noqa: E402
+from attnlab.training.trainer import (BatchStream, TrainConfig, learning_rate, make_optimizer, resolve_precision,  # noqa: E402
                               train_step)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,7 +121,7 @@ class BaselineTransformer(nn.Module):
 class Contender:
     """One model being trained with attnlab's trainer pieces, on its own clock.
 
-    Its learning rate comes from ``attnlab.training.learning_rate`` with the budget used measured
+    Its learning rate comes from ``attnlab.training.trainer.learning_rate`` with the budget used measured
     by its own clock, so a cool-down ends exactly when its budget does.
     """
 

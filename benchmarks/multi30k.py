@@ -5,7 +5,7 @@
 
 Multi30K's own splits: train (29,000 pairs) and test_2016_flickr (1,000), one reference each. A shared byte-level BPE (8k) is trained on the training split. The model and
 schedule are ``attnlab train --task multi30k --max-minutes M``: the multi30k preset
-(``attnlab.presets``: d_model 256, 3+3, dropout 0.1, bf16 autocast where native, noam warmup then a
+(``attnlab.training.presets``: d_model 256, 3+3, dropout 0.1, bf16 autocast where native, noam warmup then a
 linear cool-down to zero at the end of the budget); the budget is the model's own measured step
 time. Greedy decoding, sacreBLEU.
 
@@ -27,7 +27,7 @@ from fra_eng import attnlab_contender, run_interleaved, score  # noqa: E402
 
 from attnlab.benchmarking import environment, format_table, set_threads  # noqa: E402
 from attnlab.data import load_task  # noqa: E402
-from attnlab.presets import default_model, default_train  # noqa: E402
+from attnlab.training.presets import default_model, default_train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -27,7 +27,7 @@ from common import argument_parser, write_results  # noqa: E402
 
 from attnlab.benchmarking import (attnlab_train_step, compare, environment, format_table, matmul_gflops,  # noqa: E402
                                   model_flops_per_step, random_batch, set_threads)
-from attnlab.model import TransformerConfig  # noqa: E402
+from attnlab.core.model import TransformerConfig  # noqa: E402
 
 COLUMNS = ["d_model", "parameters", "batch", "precision", "ms_per_step", "tokens_per_s", "model_gflop", "tflops",
            "mfu", "peak_mib"]

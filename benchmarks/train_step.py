@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import apply_threads, argument_parser, finish  # noqa: E402
 
 from attnlab.benchmarking import format_table, train_step_benchmark  # noqa: E402
-from attnlab.model import TransformerConfig  # noqa: E402
+from attnlab.core.model import TransformerConfig  # noqa: E402
 
 COLUMNS = ["precision", "repeats", "attnlab_ms", "torch_ms", "attnlab_vs_torch", "attnlab_tokens_per_s",
            "torch_tokens_per_s", "attnlab_mfu", "torch_mfu", "matmul_gflops", "attnlab_page_faults", "torch_page_faults"]

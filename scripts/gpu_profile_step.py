@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from attnlab.benchmarking import attnlab_train_step, compare, environment, random_batch
-from attnlab.model import TransformerConfig
+from attnlab.core.model import TransformerConfig
 
 
 def config_for(d_model: int) -> TransformerConfig:

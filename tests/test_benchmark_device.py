@@ -14,7 +14,7 @@ import attnlab.benchmarking.attention as attention_module
 import attnlab.benchmarking.decoding as decoding_module
 from attnlab.benchmarking import (attention_benchmark, attnlab_train_step, decoding_benchmark, peak_memory_mib,
                                   random_batch, synchronized)
-from attnlab.model import Transformer, TransformerConfig
+from attnlab.core.model import Transformer, TransformerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = TransformerConfig(src_vocab_size=30, tgt_vocab_size=30, d_model=16, num_heads=2, num_encoder_layers=1,
@@ -109,7 +109,7 @@ def test_decode_full_length_makes_every_row_run_to_max_len():
     # otherwise return short rows, and a decoding benchmark would time unequal work.
     from attnlab.benchmarking import decode_full_length
     from attnlab.data import BOS_ID, EOS_ID, PAD_ID
-    from attnlab.decoding import greedy_decode
+    from attnlab.core.decoding import greedy_decode
 
     torch.manual_seed(0)
     model = Transformer(TINY).eval()

@@ -216,7 +216,7 @@ def test_attend_minilm_offline(capsys, tmp_path, monkeypatch):
 def test_explore_app_serves_a_trained_run(toy_run):
     from fastapi.testclient import TestClient
 
-    from attnlab.inference import load_analyzer
+    from attnlab.inspection.inference import load_analyzer
     from attnlab.viz.explorer import create_app
 
     analyzer = load_analyzer(str(toy_run))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attnlab.model import Transformer, TransformerConfig
+from attnlab.core.model import Transformer, TransformerConfig
 
 # Inductor fuses and reorders float operations, so results differ from eager by rounding only:
 # fp32 logits of this model agree to 1e-5 absolute / 1e-4 relative, gradients to 1e-4.

@@ -5,7 +5,7 @@ import torch
 
 from attnlab import Transformer, TransformerConfig
 from attnlab.data import EOS_ID
-from attnlab.decoding import beam_search, greedy_decode
+from attnlab.core.decoding import beam_search, greedy_decode
 
 
 def trained_ish_model(pos_encoding="sinusoidal"):

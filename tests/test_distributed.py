@@ -14,20 +14,20 @@ import torch
 from safetensors.torch import load_file
 
 from attnlab.data import Batch
-from attnlab.distributed import DistributedContext, from_environment, shard_batch, torchrun_command
-from attnlab.model import TransformerConfig
-from attnlab.runs import RunConfig, load_run
-from attnlab.training import TrainConfig, train
+from attnlab.training.distributed import DistributedContext, from_environment, shard_batch, torchrun_command
+from attnlab.core.model import TransformerConfig
+from attnlab.training.runs import RunConfig, load_run
+from attnlab.training.trainer import TrainConfig, train
 
 TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
                   num_decoder_layers=1, d_ff=64, dropout=0.0)
 
-# Run a RunConfig (as JSON) with attnlab.training.train: what each torchrun rank executes.
+# Run a RunConfig (as JSON) with attnlab.training.trainer.train: what each torchrun rank executes.
 RANK_SCRIPT = """
 import json, sys
 from pathlib import Path
-from attnlab.runs import RunConfig, load_run
-from attnlab.training import train
+from attnlab.training.runs import RunConfig, load_run
+from attnlab.training.trainer import train
 train(Path(sys.argv[1]), RunConfig.from_dict(json.loads(Path(sys.argv[2]).read_text())), progress=False)
 """
 

@@ -1,4 +1,4 @@
-"""Claims about recording attention (attnlab.inspect)."""
+"""Claims about recording attention (attnlab.inspection.record)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attnlab import DecoderOnlyLM, EncoderOnlyModel, MultiHeadAttention, Transformer, TransformerConfig
-from attnlab.inspect import attention_document, record_attention, translation_attention
+from attnlab.inspection.record import attention_document, record_attention, translation_attention
 from attnlab.viz.doc import validate_attention_doc
 
 

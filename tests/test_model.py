@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from attnlab import DecoderBlock, DecoderOnlyLM, EncoderBlock, EncoderOnlyModel, MultiHeadAttention, Transformer, TransformerConfig
-from attnlab.attention import padding_mask
-from attnlab.interop import (
+from attnlab.core.attention import padding_mask
+from attnlab.inspection.interop import (
     decoder_block_from_torch,
     encoder_block_from_torch,
     load_transformer,
     to_torch_key_padding_mask,
 )
-from attnlab.positional import positional_encoding
+from attnlab.core.positional import positional_encoding
 
 
 def small_config(**overrides):

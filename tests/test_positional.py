@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnlab import positional_encoding
-from attnlab.positional import alibi_slopes, sinusoidal_table
+from attnlab.core.positional import alibi_slopes, sinusoidal_table
 
 
 def test_sinusoidal_matches_the_paper_formula():

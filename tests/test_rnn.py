@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from attnlab.data import load_task, make_batches
-from attnlab.decoding import beam_search, greedy_decode
-from attnlab.model import TransformerConfig
-from attnlab.rnn import RNNAttentionSeq2Seq
-from attnlab.runs import RunConfig, build_model
-from attnlab.training import TrainConfig
+from attnlab.core.decoding import beam_search, greedy_decode
+from attnlab.core.model import TransformerConfig
+from attnlab.core.rnn import RNNAttentionSeq2Seq
+from attnlab.training.runs import RunConfig, build_model
+from attnlab.training.trainer import TrainConfig
 
 
 def small_config(**overrides) -> TransformerConfig:

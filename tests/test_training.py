@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab.checkpoint import CheckpointError, load_weights
-from attnlab.model import TransformerConfig
-from attnlab.runs import RunConfig, load_run
-from attnlab.training import BatchStream, TrainConfig, budget_used, learning_rate, resolve_precision, train
+from attnlab.training.checkpoint import CheckpointError, load_weights
+from attnlab.core.model import TransformerConfig
+from attnlab.training.runs import RunConfig, load_run
+from attnlab.training.trainer import BatchStream, TrainConfig, budget_used, learning_rate, resolve_precision, train
 
 TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
                   num_decoder_layers=1, d_ff=64, dropout=0.1)
@@ -140,7 +140,7 @@ def test_a_time_budget_uses_the_clock_when_it_runs_out_first():
 
 
 def test_a_cooled_down_run_logs_its_schedule_and_checkpoints_its_clock(tmp_path):
-    from attnlab.checkpoint import latest_checkpoint
+    from attnlab.training.checkpoint import latest_checkpoint
 
     train(tmp_path / "run", tiny_run(steps=20, schedule="constant", cooldown=0.5, max_minutes=60.0), progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -168,7 +168,7 @@ def test_batch_stream_resumes_at_its_position_and_copies_independently():
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
-    import attnlab.training as training
+    import attnlab.training.trainer as training
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

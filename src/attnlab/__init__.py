@@ -4,7 +4,7 @@
 >>> model = Transformer(TransformerConfig(src_vocab_size=100, tgt_vocab_size=100, d_model=64, num_heads=4))
 """
 
-from .attention import (
+from .core.attention import (
     AdditiveAttention,
     AttentionCache,
     MultiHeadAttention,
@@ -13,9 +13,9 @@ from .attention import (
     padding_mask,
     scaled_dot_product_attention,
 )
-from .blocks import DecoderBlock, EncoderBlock, FeedForward
-from .model import DecoderOnlyLM, EncoderOnlyModel, Transformer, TransformerConfig
-from .positional import POSITIONAL_ENCODINGS, PositionalEncoding, positional_encoding
+from .core.blocks import DecoderBlock, EncoderBlock, FeedForward
+from .core.model import DecoderOnlyLM, EncoderOnlyModel, Transformer, TransformerConfig
+from .core.positional import POSITIONAL_ENCODINGS, PositionalEncoding, positional_encoding
 
 __version__ = "0.1.0"
 

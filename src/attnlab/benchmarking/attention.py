@@ -34,7 +34,7 @@ def _attention_candidates(batch: int, length: int, num_heads: int, head_dim: int
     from torch import nn
     import torch.nn.functional as F
 
-    from ..attention import MultiHeadAttention
+    from ..core.attention import MultiHeadAttention
 
     generator = torch.Generator().manual_seed(seed)
     d_model = num_heads * head_dim

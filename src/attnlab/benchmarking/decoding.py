@@ -14,7 +14,7 @@ def decode_full_length(model) -> None:
     """Push ``model``'s EOS logit, and those of the tokens decoders drop, far down (in place), so
     that every decode of it runs its full length and returns ``max_len`` tokens per row."""
     from ..data import EOS_ID
-    from ..decoding import SILENT_TOKENS
+    from ..core.decoding import SILENT_TOKENS
 
     with torch.no_grad():
         model.generator.bias[[EOS_ID, *SILENT_TOKENS]] = -1e4
@@ -41,8 +41,8 @@ def decoding_benchmark(
     ``batch`` sources), sentences/s and new tokens/s; ``cache_speedup`` =
     uncached / cached time (target >= 3).
     """
-    from ..decoding import beam_search, greedy_decode
-    from ..model import Transformer, TransformerConfig
+    from ..core.decoding import beam_search, greedy_decode
+    from ..core.model import Transformer, TransformerConfig
 
     device = torch.device(device)
     config = config or TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, num_heads=4,

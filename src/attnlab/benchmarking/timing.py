@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..files import atomic_write_text
+
 
 @dataclass
 class Timing:
@@ -224,10 +226,7 @@ def write_json(path: str | os.PathLike, result: BenchResult | Mapping[str, Any])
     """Write ``result`` as indented JSON (atomically: temp file, then rename) and return the path."""
     path = Path(path)
     payload = result.to_dict() if isinstance(result, BenchResult) else dict(result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
     return path
 
 

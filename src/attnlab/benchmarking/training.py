@@ -51,7 +51,7 @@ class TorchSeq2Seq(torch.nn.Module):
     def __init__(self, config):
         from torch import nn
 
-        from ..positional import sinusoidal_table
+        from ..core.positional import sinusoidal_table
 
         super().__init__()
         self.config = config
@@ -128,8 +128,8 @@ def attnlab_train_step(config, batch, precision: str, device: str | torch.device
     comparison with ``torch.nn.Transformer``. The callable reads the loss back
     (``.item()``), so on CUDA it returns only when the step has finished.
     """
-    from ..model import Transformer, TransformerConfig
-    from ..training import TrainConfig, make_optimizer, train_step
+    from ..core.model import Transformer, TransformerConfig
+    from ..training.trainer import TrainConfig, make_optimizer, train_step
 
     device = torch.device(device)
     train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
@@ -150,8 +150,8 @@ def _train_step_candidates(config, batch, precision: str, device: torch.device, 
     import torch.nn.functional as F
 
     from ..data import PAD_ID
-    from ..model import TransformerConfig
-    from ..training import TrainConfig, autocast, make_optimizer
+    from ..core.model import TransformerConfig
+    from ..training.trainer import TrainConfig, autocast, make_optimizer
 
     train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
     attnlab_step, our_count = attnlab_train_step(config, batch, precision, device, compile_model=compile_attnlab)
@@ -200,8 +200,8 @@ def train_step_benchmark(
     GFLOP/s in that precision). The default config is the corpus preset
     (d_model 256, 4 heads, 3 + 3 layers, d_ff 1024, dropout 0.1) with an 8,000-word vocabulary.
     """
-    from ..model import TransformerConfig
-    from ..training import keep_freed_memory
+    from ..core.model import TransformerConfig
+    from ..training.trainer import keep_freed_memory
 
     device = torch.device(device)
     config = config or TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, num_heads=4,

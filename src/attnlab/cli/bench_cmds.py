@@ -21,7 +21,7 @@ SECTIONS = ("attention", "train", "decode")
 
 
 def _settings(quick: bool, cuda: bool = False) -> dict:
-    from ..model import TransformerConfig
+    from ..core.model import TransformerConfig
 
     if quick:  # tiny shapes, one repeat: proves the pipeline, measures nothing
         tiny = TransformerConfig(src_vocab_size=50, tgt_vocab_size=50, d_model=16, num_heads=2, num_encoder_layers=1,
@@ -116,7 +116,7 @@ def bench(
 
     from ..benchmarking import (ATTENTION_CANDIDATES, attention_benchmark, decoding_benchmark, environment,
                                 format_table, matmul_gflops, set_threads, train_step_benchmark, write_json)
-    from ..training import resolve_device
+    from ..training.trainer import resolve_device
 
     sections = SECTIONS if only is None else tuple(item.strip() for item in only.split(",") if item.strip())
     unknown = sorted(set(sections) - set(SECTIONS))

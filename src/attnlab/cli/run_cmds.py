@@ -31,7 +31,7 @@ def generate(
 
         attnlab generate runs/reverse "3 1 4 1 5"      # prints 5 1 4 1 3
     """
-    from ..inference import Translator
+    from ..inspection.inference import Translator
 
     translator = Translator.load(run)
     unknown = translator.source.unknown_tokens(sequence)
@@ -57,7 +57,7 @@ def translate(
 
         attnlab translate runs/fra-eng --beam 4 < sentences.txt
     """
-    from ..inference import Translator
+    from ..inspection.inference import Translator
 
     _show_warnings()
     translator = Translator.load(run, truncate=truncate)
@@ -79,7 +79,7 @@ def translate(
 
 def write_attention_outputs(analyzer, text: str, target: Optional[str], out: Path, *, beam: int = 1) -> dict:
     """attention.json, one PNG grid per attention kind, and the self-contained attention.html."""
-    from ..checkpoint import atomic_write_text
+    from ..files import atomic_write_text
     from ..viz.figures import plot_attention_doc
     from ..viz.html import write_attention_html
 
@@ -108,7 +108,7 @@ def attend(
 
         attnlab attend minilm "The animal didn't cross the street because it was too tired" --out attn-minilm/
     """
-    from ..inference import load_analyzer
+    from ..inspection.inference import load_analyzer
 
     _show_warnings()
     check_writable_dir(out)
@@ -135,7 +135,7 @@ def explore(
 
         attnlab explore minilm --port 8001
     """
-    from ..inference import load_analyzer
+    from ..inspection.inference import load_analyzer
     from ..viz.explorer import create_app, serve
 
     if not 0 < port < 65536:
@@ -165,8 +165,8 @@ def demo(
         attnlab demo --sentence "the old dogs do not eat the green apples ."
     """
     from ..data import TOY_EXAMPLES
-    from ..inference import load_analyzer
-    from ..presets import default_model, default_train
+    from ..inspection.inference import load_analyzer
+    from ..training.presets import default_model, default_train
     from ..viz.figures import plot_position_similarity, plot_positional_encoding, plot_training_curves
     from .train_cmds import build_run_config
 
@@ -179,7 +179,7 @@ def demo(
     if trained and not retrain:
         print(f"using the trained demo run in {run_dir} (pass --retrain to train again)", file=sys.stderr)
     else:
-        from ..training import train as run_training
+        from ..training.trainer import train as run_training
 
         if run_dir.exists():
             import shutil
@@ -200,7 +200,7 @@ def demo(
 
     analyzer = load_analyzer(str(run_dir))
     sentences = list(TOY_EXAMPLES) + ([sentence] if sentence else [])
-    from ..inference import Translator
+    from ..inspection.inference import Translator
 
     translator = Translator.load(run_dir)
     print("\ntranslations:")

@@ -74,10 +74,10 @@ def _task_options(task: str, settings: dict) -> dict:
 
 def build_run_config(settings: dict):
     """Merge preset defaults, a TOML file and CLI flags (later wins) into a RunConfig."""
-    from ..model import TransformerConfig
-    from ..presets import default_model, default_train
-    from ..runs import RunConfig
-    from ..training import TrainConfig
+    from ..core.model import TransformerConfig
+    from ..training.presets import default_model, default_train
+    from ..training.runs import RunConfig
+    from ..training.trainer import TrainConfig
 
     from ..data import TASKS
 
@@ -177,9 +177,9 @@ def train(
 
         attnlab train --task fra-eng --nproc 2 --out runs/fra-eng-ddp   # = torchrun --nproc-per-node 2 -m attnlab train ...
     """
-    from .. import distributed
-    from ..runs import read_config
-    from ..training import train as run_training
+    from ..training import distributed
+    from ..training.runs import read_config
+    from ..training.trainer import train as run_training
 
     if nproc is not None:
         _prepare_run_dir(out, resume=resume, force=force, check_only=True)  # bad input fails before any launch
@@ -221,7 +221,7 @@ def train(
 
 def _launch_torchrun(nproc: int, ctx: typer.Context) -> None:
     """Run this same ``train`` command under ``torchrun --nproc-per-node nproc`` (one node)."""
-    from ..distributed import torchrun_command
+    from ..training.distributed import torchrun_command
 
     if nproc < 1:
         fail(f"--nproc must be >= 1, got {nproc}")
@@ -258,8 +258,8 @@ def evaluate_run(
         attnlab eval runs/fra-eng --beam 4 --split dev
     """
     from ..data import load_task
-    from ..evaluation import evaluate
-    from ..runs import load_run
+    from ..training.evaluation import evaluate
+    from ..training.runs import load_run
 
     if split not in ("test", "dev"):
         fail(f"--split must be test or dev, got {split!r}")
@@ -293,7 +293,7 @@ def info(run: Path = typer.Argument(..., help="run directory")):
 
         attnlab info runs/reverse
     """
-    from ..runs import load_run
+    from ..training.runs import load_run
 
     loaded = load_run(run)
     records = []

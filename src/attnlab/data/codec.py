@@ -26,12 +26,12 @@ Example::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from attnlab.files import atomic_write_text
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -121,17 +121,8 @@ class Codec:
     # --- files -----------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Write the tokenizer JSON (the `tokenizers` format) atomically: temp file + os.replace."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.tokenizer.to_str())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the tokenizer JSON (the `tokenizers` format) atomically (:mod:`attnlab.files`)."""
+        atomic_write_text(Path(path), self.tokenizer.to_str())
 
     @classmethod
     def load(cls, path: Path) -> "Codec":

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from ..data import PAD_ID, collate, load_task, source_ids
-from ..decoding import greedy_decode
-from ..inspect import record_attention
-from ..runs import load_run
+from ..core.decoding import greedy_decode
+from ..inspection.record import record_attention
+from ..training.runs import load_run
 
 __all__ = ["run_probes", "extrapolation_probe", "permutation_probe", "alignment_probe"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from ..viz.figures import plot_position_similarity, plot_training_curves, save_figure  # noqa: F401
 from .stats import format_interval
 
@@ -186,8 +186,8 @@ def _timing_figure(timing: list[dict], path: Path) -> Path:
 
 def _position_similarity(out_dir: Path, results: dict, path: Path) -> Path | None:
     """Sinusoidal table vs the trained learned tables (seed 1 of each task), cosine similarity."""
-    from ..positional import sinusoidal_table
-    from ..runs import load_run
+    from ..core.positional import sinusoidal_table
+    from ..training.runs import load_run
 
     matrices = {}
     for record in results["runs"]:

@@ -19,13 +19,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from ..data import SYNTHETIC_TASKS, TASKS, parse_length_range
-from ..model import TransformerConfig
-from ..positional import POSITIONAL_ENCODINGS
-from ..presets import default_model, default_train, task_family
-from ..runs import ARCHITECTURES, RunConfig
-from ..training import TrainConfig
+from ..core.model import TransformerConfig
+from ..core.positional import POSITIONAL_ENCODINGS
+from ..training.presets import default_model, default_train, task_family
+from ..training.runs import ARCHITECTURES, RunConfig
+from ..training.trainer import TrainConfig
 from .stats import summarize
 from .sweep import Job, run_sweep
 

@@ -26,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import atomic_write_text
+from ..files import atomic_write_text
 
 __all__ = ["Job", "SweepOutcome", "run_sweep", "is_finished", "default_workers", "trainings_started"]
 
@@ -81,8 +81,8 @@ def execute_job(job: Job, out_dir: str, threads: int | None = None) -> dict:
     """Train (or resume) one job, measure its probes, and return its record. Runs in a worker."""
     import torch
 
-    from ..runs import RunConfig
-    from ..training import train
+    from ..training.runs import RunConfig
+    from ..training.trainer import train
     from .probes import run_probes
 
     if threads:

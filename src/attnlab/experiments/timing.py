@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from ..model import TransformerConfig
-from ..runs import RunConfig, build_model
-from ..training import TrainConfig
+from ..core.model import TransformerConfig
+from ..training.runs import RunConfig, build_model
+from ..training.trainer import TrainConfig
 
 __all__ = ["time_per_sequence"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from ..files import atomic_path  # noqa: E402
 from .doc import kind_tokens, validate_attention_doc, weights_by_kind  # noqa: E402
 
 ATTENTION_CMAP = "viridis"
@@ -40,15 +40,8 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unsupported figure suffix {path.suffix!r} for {path}; use .png or .svg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format=fmt, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=120)
     return path
 
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_write_text
 from .doc import to_jsonable, validate_attention_doc
 
 __all__ = ["render_attention_html", "render_page", "write_attention_html", "validate_attention_doc"]
@@ -89,13 +89,5 @@ def write_attention_html(doc: dict, path: str | os.PathLike, *, title: str = "at
     """Write :func:`render_attention_html` to ``path`` atomically (temporary file + rename)."""
     text = render_attention_html(doc, title=title)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path

@@ -52,8 +52,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .attention import MultiHeadAttention
-from .blocks import DecoderBlock, EncoderBlock
+from ..core.attention import MultiHeadAttention
+from ..core.blocks import DecoderBlock, EncoderBlock
 
 __all__ = ["AttentionRecording", "record_attention", "attention_document", "translation_attention"]
 
@@ -107,7 +107,7 @@ class AttentionRecording:
 
 def _attention_layers(model: nn.Module) -> list[tuple[nn.Module, str, int]]:
     """Every attention module of ``model`` with its (kind, layer) label, in module order."""
-    from .model import DecoderOnlyLM  # local import: model.py does not depend on inspect.py
+    from ..core.model import DecoderOnlyLM  # local import: model.py does not depend on inspect.py
 
     labelled: list[tuple[nn.Module, str, int]] = []
     counters: dict[str, int] = {}

@@ -22,7 +22,7 @@ baseline; the README has the numbers.
 
 from __future__ import annotations
 
-from .data import SYNTHETIC_TASKS
+from ..data import SYNTHETIC_TASKS
 
 __all__ = ["task_family", "default_model", "default_train", "default_task_options"]
 

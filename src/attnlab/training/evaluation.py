@@ -7,8 +7,8 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from .data import PAD_ID, TaskData, make_batches
-from .decoding import beam_search, greedy_decode
+from ..data import PAD_ID, TaskData, make_batches
+from ..core.decoding import beam_search, greedy_decode
 from .metrics import corpus_bleu, corpus_chrf, exact_match
 
 __all__ = ["evaluate"]

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from torch import nn
 
-from . import __version__
-from .checkpoint import CheckpointError, atomic_write_text, load_weights
-from .model import Transformer, TransformerConfig
+from .. import __version__
+from ..files import atomic_write_text
+from .checkpoint import CheckpointError, load_weights
+from ..core.model import Transformer, TransformerConfig
 
 __all__ = ["RunConfig", "ARCHITECTURES", "build_model", "write_config", "read_config", "load_run", "LoadedRun"]
 
@@ -48,7 +49,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        from .training import TrainConfig
+        from .trainer import TrainConfig
 
         try:
             return cls(model=TransformerConfig.from_dict(data["model"]), train=TrainConfig.from_dict(data["train"]),
@@ -60,7 +61,7 @@ class RunConfig:
 
 def build_model(run_config: RunConfig) -> nn.Module:
     if run_config.architecture == "rnn-attention":
-        from .rnn import RNNAttentionSeq2Seq
+        from ..core.rnn import RNNAttentionSeq2Seq
 
         return RNNAttentionSeq2Seq(run_config.model)
     return Transformer(run_config.model)
@@ -91,7 +92,7 @@ class LoadedRun:
 
 def load_run(run_dir: Path, device="cpu") -> LoadedRun:
     """Rebuild a trained model and its tokenizers from a run directory (eval mode)."""
-    from .data import TaskData
+    from ..data import TaskData
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)

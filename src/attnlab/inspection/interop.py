@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .attention import MultiHeadAttention
-from .blocks import DecoderBlock, EncoderBlock
-from .model import Transformer
+from ..core.attention import MultiHeadAttention
+from ..core.blocks import DecoderBlock, EncoderBlock
+from ..core.model import Transformer
 
 __all__ = [
     "load_multihead_attention",

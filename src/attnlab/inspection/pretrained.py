@@ -40,9 +40,9 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from .blocks import EncoderBlock
-from .inspect import attention_document, record_attention
-from .positional import LearnedEncoding
+from ..core.blocks import EncoderBlock
+from .record import attention_document, record_attention
+from ..core.positional import LearnedEncoding
 
 __all__ = ["PretrainedEncoder", "BertEmbeddings", "load_bert", "load_pretrained", "PRETRAINED", "LAYER_NAMES"]
 

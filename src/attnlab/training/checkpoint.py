@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,51 +25,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights",
+from ..files import atomic_path, atomic_write_text, fsync_dir, staging_dir
+
+__all__ = ["CheckpointError", "save_weights", "load_weights",
            "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, truncated or does not fit the model."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _atomic_path(path: Path):
-    """Yield a temporary path beside ``path``; on success fsync it and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file + fsync + rename."""
-    with _atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -89,7 +50,7 @@ def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Atomically write the model's weights as safetensors."""
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         save_file(_unique_state(model), tmp, metadata=metadata)
 
 
@@ -164,7 +125,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    staging = staging_dir(root, prefix=f".{name}.")
     try:
         save_weights(model, staging / "model.safetensors")
         optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
@@ -181,7 +142,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / "latest.json", json.dumps({"step": step, "dir": name}))
     save_weights(model, Path(run_dir) / "model.safetensors")
     for old in root.glob("step-*"):

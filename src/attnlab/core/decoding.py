@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .data.codec import BOS_ID, EOS_ID, PAD_ID
+from ..data.codec import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["greedy_decode", "beam_search", "default_max_len", "SILENT_TOKENS"]
 

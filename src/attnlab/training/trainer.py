@@ -40,9 +40,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..files import atomic_write_text
 from ._config import strict_from_dict
 from . import checkpoint, distributed
-from .data import PAD_ID, TaskData, load_task, make_batches
+from ..data import PAD_ID, TaskData, load_task, make_batches
 from .evaluation import evaluate
 from .runs import RunConfig, build_model, write_config
 
@@ -310,11 +311,11 @@ class _MetricsLog:
         if not enabled:
             return
         if resume_step is None:
-            checkpoint.atomic_write_text(path, "")
+            atomic_write_text(path, "")
         else:
             kept = [line for line in (path.read_text().splitlines() if path.exists() else [])
                     if line.strip() and json.loads(line)["step"] <= resume_step]
-            checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def add(self, record: dict) -> None:
         self.pending.append(json.dumps(record))
@@ -367,7 +368,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, run_config)
         data.save_codecs(run_dir)
-        checkpoint.atomic_write_text(run_dir / "data.json", json.dumps(data.info, indent=2, default=str))
+        atomic_write_text(run_dir / "data.json", json.dumps(data.info, indent=2, default=str))
         skipped = data.info.get("skipped_lines")
         if skipped:
             print(f"warning: skipped {skipped} malformed corpus line(s); details in {run_dir / 'data.json'} "
@@ -444,6 +445,6 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                               "train_minutes": round((time.perf_counter() - started) / 60, 3),
                               "stopped_early": stopped_early, "precision": precision, "parameters": sum(p.numel() for p in model.parameters()),
                               "world_size": context.world_size})
-    checkpoint.atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
+    atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
                                                                     "examples": result["examples"]}, indent=2))
     return result

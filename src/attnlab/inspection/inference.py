@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from .data import BOS_ID, collate, source_ids
-from .data.example import Example
-from .decoding import beam_search, greedy_decode
-from .inspect import translation_attention
-from .runs import LoadedRun, load_run
+from ..data import BOS_ID, collate, source_ids
+from ..data.example import Example
+from ..core.decoding import beam_search, greedy_decode
+from .record import translation_attention
+from ..training.runs import LoadedRun, load_run
 
 __all__ = ["Translator", "Analyzer", "load_analyzer"]
 
@@ -127,7 +127,7 @@ def load_analyzer(run: str, *, truncate: bool = False) -> Analyzer:
                      f"blocks, d_model {config.model.d_model}, {config.model.num_heads} heads, "
                      f"{config.model.pos_encoding} positions", "task": config.task, "kind": "encoder-decoder"}
     if config.task == "toy":
-        from .data import TOY_EXAMPLES
+        from ..data import TOY_EXAMPLES
 
         info["examples"] = list(TOY_EXAMPLES)
     return Analyzer(str(path), translator.attention, info)
