@@ -10,6 +10,7 @@ from torch import nn
 from attnlab import AdditiveAttention, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
 from attnlab.core.attention import AttentionCache
 from attnlab.inspection.interop import load_multihead_attention, to_torch_key_padding_mask
+from contract import randomized
 
 
 def test_scaled_dot_product_attention_equals_the_formula():
@@ -74,9 +75,40 @@ def test_masks_follow_true_means_may_attend():
 
 
 def _copied_pair(d_model=32, num_heads=4, bias=True):
-    theirs = nn.MultiheadAttention(d_model, num_heads, batch_first=True, bias=bias)
-    ours = load_multihead_attention(MultiHeadAttention(d_model, num_heads, bias=bias), theirs)
+    """torch's module with every parameter drawn at random, loaded into an attnlab module drawn differently."""
+    theirs = randomized(nn.MultiheadAttention(d_model, num_heads, batch_first=True, bias=bias))
+    ours = load_multihead_attention(randomized(MultiHeadAttention(d_model, num_heads, bias=bias)), theirs)
     return ours.eval(), theirs.eval()
+
+
+def _as_torch_state(ours: MultiHeadAttention, value=lambda parameter: parameter) -> dict:
+    """``value`` of attnlab's q/k/v/out parameters (themselves, or their .grad), packed under torch's names.
+
+    The packing is written here, independently of interop: nn.MultiheadAttention stacks the q, k
+    and v projections in one (3·d, d) ``in_proj_weight`` and one (3·d,) ``in_proj_bias``.
+    """
+    projections = (ours.q_proj, ours.k_proj, ours.v_proj)
+    state = {"in_proj_weight": torch.cat([value(p.weight) for p in projections]),  # (3·d, d): q rows, k, v
+             "out_proj.weight": value(ours.out_proj.weight)}
+    if ours.q_proj.bias is not None:
+        state["in_proj_bias"] = torch.cat([value(p.bias) for p in projections])  # (3·d,)
+        state["out_proj.bias"] = value(ours.out_proj.bias)
+    return state
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_loaded_weights_are_torchs_and_pack_back_into_an_equal_torch_module(bias):
+    ours, theirs = _copied_pair(bias=bias)
+    expected = theirs.state_dict()
+    packed = _as_torch_state(ours)
+    assert packed.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(packed[name], tensor), name
+    # the other direction: attnlab's weights, packed by hand into a fresh torch module, compute what ours does
+    rebuilt = randomized(nn.MultiheadAttention(32, 4, batch_first=True, bias=bias))
+    rebuilt.load_state_dict({name: tensor.detach().clone() for name, tensor in packed.items()})
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(ours(x, x, x), rebuilt.eval()(x, x, x, need_weights=False)[0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["self", "cross"])
@@ -98,16 +130,20 @@ def test_multihead_attention_equals_torch_with_padding(kind):
     assert weights.shape == (3, 4, 6, memory.shape[1])
 
 
-def test_multihead_attention_causal_equals_torch_and_gradients_agree():
-    ours, theirs = _copied_pair(bias=False)
+@pytest.mark.parametrize("bias", [False, True])
+def test_multihead_attention_causal_equals_torch_and_gradients_agree(bias):
+    ours, theirs = _copied_pair(bias=bias)
     x = torch.randn(2, 7, 32)
     expected, _ = theirs(x, x, x, attn_mask=~causal_mask(7), need_weights=False)
     torch.testing.assert_close(ours(x, x, x, is_causal=True), expected, atol=1e-5, rtol=1e-5)
     ours.train(), theirs.train()
     ours(x, x, x, is_causal=True).square().sum().backward()
     theirs(x, x, x, attn_mask=~causal_mask(7), need_weights=False)[0].square().sum().backward()
-    torch.testing.assert_close(ours.out_proj.weight.grad, theirs.out_proj.weight.grad, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ours.q_proj.weight.grad, theirs.in_proj_weight.grad[:32], atol=1e-4, rtol=1e-4)
+    # every gradient, packed as torch keeps them: q/k/v rows of in_proj, then out_proj
+    ours_grads = _as_torch_state(ours, value=lambda parameter: parameter.grad)
+    assert ours_grads.keys() == dict(theirs.named_parameters()).keys()
+    for name, parameter in theirs.named_parameters():
+        torch.testing.assert_close(ours_grads[name], parameter.grad, atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_self_attention_cache_matches_full_computation():
