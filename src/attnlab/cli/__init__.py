@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as error:
         echo_error(str(error))
         return EXIT_BAD_INPUT
+    except OSError as error:  # the machine, not the input: a full disk, a file-size limit, an I/O error
+        echo_error(f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""))
+        return 1
     except KeyboardInterrupt:
         echo_error("interrupted")
         return 130
