@@ -69,7 +69,10 @@ def _plot_attention(rows: list[dict], path: Path) -> None:
     axes.legend(fontsize=8)
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    from ..files import atomic_path
+
+    with atomic_path(path) as tmp:  # like every file attnlab writes: atomic, mode per umask
+        figure.savefig(tmp, format="png", dpi=120)
 
 
 def _summary(results: dict) -> dict:

@@ -28,12 +28,13 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..files import staging_dir
 
 
 class DownloadError(ValueError):
@@ -161,7 +162,7 @@ def download_corpus(
     if target.exists() and not force:
         return target
     root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.partial-"))
+    work = staging_dir(root, prefix=f".{name}.partial-")
     try:
         content = work / "content"
         content.mkdir()
