@@ -58,8 +58,10 @@ from attnlab.data import PAD_ID, load_task, make_batches  # noqa: E402
 from attnlab.training.evaluation import evaluate  # noqa: E402
 from attnlab.core.model import Transformer, TransformerConfig  # noqa: E402
 from attnlab.training.presets import default_model, default_train  # noqa: E402
-from attnlab.training.trainer import (BatchStream, TrainConfig, learning_rate, make_optimizer, resolve_precision,  # noqa: E402
-                              train_step)
+from attnlab.training.config import TrainConfig  # noqa: E402
+from attnlab.training.hardware import resolve_precision  # noqa: E402
+from attnlab.training.schedule import learning_rate  # noqa: E402
+from attnlab.training.trainer import BatchStream, make_optimizer, train_step  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SNAPSHOT_MINUTES = 15.0

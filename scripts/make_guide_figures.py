@@ -35,8 +35,8 @@ from attnlab.core.attention import causal_mask, scaled_dot_product_attention
 from attnlab.inspection.inference import Translator
 from attnlab.core.positional import sinusoidal_table
 from attnlab.training.presets import default_model, default_train
-from attnlab.training.runs import RunConfig
-from attnlab.training.trainer import TrainConfig, train
+from attnlab.training.config import RunConfig, TrainConfig
+from attnlab.training.trainer import train
 from attnlab.viz.figures import (
     ATTENTION_CMAP,
     plot_attention_doc,

@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from attnlab.data import Batch
 from attnlab.training.distributed import DistributedContext, from_environment, shard_batch, torchrun_command
 from attnlab.core.model import TransformerConfig
-from attnlab.training.runs import RunConfig, load_run
-from attnlab.training.trainer import TrainConfig, train
+from attnlab.training.config import RunConfig, TrainConfig
+from attnlab.training.runs import load_run
+from attnlab.training.trainer import train
 
 TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
                   num_decoder_layers=1, d_ff=64, dropout=0.0)
@@ -26,7 +27,7 @@ TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, n
 RANK_SCRIPT = """
 import json, sys
 from pathlib import Path
-from attnlab.training.runs import RunConfig, load_run
+from attnlab.training.config import RunConfig
 from attnlab.training.trainer import train
 train(Path(sys.argv[1]), RunConfig.from_dict(json.loads(Path(sys.argv[2]).read_text())), progress=False)
 """

@@ -7,8 +7,8 @@ from attnlab.data import load_task, make_batches
 from attnlab.core.decoding import beam_search, greedy_decode
 from attnlab.core.model import TransformerConfig
 from attnlab.core.rnn import RNNAttentionSeq2Seq
-from attnlab.training.runs import RunConfig, build_model
-from attnlab.training.trainer import TrainConfig
+from attnlab.training.config import RunConfig, TrainConfig
+from attnlab.training.runs import build_model
 
 
 def small_config(**overrides) -> TransformerConfig:

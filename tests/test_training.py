@@ -14,8 +14,11 @@ import torch
 
 from attnlab.training.checkpoint import CheckpointError, load_weights
 from attnlab.core.model import TransformerConfig
-from attnlab.training.runs import RunConfig, load_run
-from attnlab.training.trainer import BatchStream, TrainConfig, budget_used, learning_rate, resolve_precision, train
+from attnlab.training.config import RunConfig, TrainConfig
+from attnlab.training.hardware import resolve_precision
+from attnlab.training.runs import load_run
+from attnlab.training.schedule import budget_used, learning_rate
+from attnlab.training.trainer import BatchStream, train
 
 TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
                   num_decoder_layers=1, d_ff=64, dropout=0.1)
@@ -64,11 +67,24 @@ def test_run_directory_has_the_documented_files(tmp_path):
     assert loaded.config.train.steps == 30 and loaded.source.vocab_size == loaded.config.model.src_vocab_size
 
 
-def test_extending_a_finished_run_with_resume_matches_one_long_run(tmp_path):
+def test_extending_a_finished_run_with_resume_matches_one_long_run(tmp_path, monkeypatch):
     """noam does not depend on the total step count, so 20 steps + 10 more equal 30 steps."""
+    import attnlab.training.trainer as trainer
+
     train(tmp_path / "full", tiny_run(steps=30, schedule="noam"), progress=False)
     train(tmp_path / "part", tiny_run(steps=20, schedule="noam"), progress=False)
+    first_leg = (tmp_path / "part" / "metrics.jsonl").read_bytes()
+    plain_step, calls = trainer.train_step, []
+
+    def counted_step(*args, **kwargs):
+        calls.append(1)
+        return plain_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", counted_step)
     train(tmp_path / "part", tiny_run(steps=30, schedule="noam"), resume=True, progress=False)
+    # What only a real resume gives (training is deterministic: a retrain from step 0 would end the same):
+    assert len(calls) == 10, f"the resumed run took {len(calls)} steps, not the 10 that were left"
+    assert (tmp_path / "part" / "metrics.jsonl").read_bytes().startswith(first_leg)  # tokens_per_s included
     assert _digest(tmp_path / "full" / "model.safetensors") == _digest(tmp_path / "part" / "model.safetensors")
 
     def train_records(run):
@@ -79,6 +95,26 @@ def test_extending_a_finished_run_with_resume_matches_one_long_run(tmp_path):
 
 def _cli(*args):
     return [sys.executable, "-m", "attnlab", *args]
+
+
+# `attnlab ARGS` (as python -m attnlab runs it) that also writes, to the file in argv[1], how many
+# optimiser steps the process took: attnlab.training.trainer.train_step counts its calls.
+COUNTING_CLI = """
+import sys
+from pathlib import Path
+import attnlab.training.trainer as trainer
+from attnlab.cli import main
+plain_step, calls = trainer.train_step, []
+
+def counted_step(*args, **kwargs):
+    calls.append(1)
+    return plain_step(*args, **kwargs)
+
+trainer.train_step = counted_step
+code = main(sys.argv[2:])
+Path(sys.argv[1]).write_text(str(len(calls)))
+sys.exit(code)
+"""
 
 
 @pytest.mark.slow
@@ -101,9 +137,19 @@ def test_resume_after_sigkill_gives_identical_final_weights(tmp_path):
     victim.wait()
     killed_at = json.loads(pointer.read_text())["step"]
     assert killed_at < 400 and not (tmp_path / "killed" / "eval.json").exists(), "the run finished before the kill"
+    # the log as the killed process left it, up to its last checkpoint (a later flush may have outrun it)
+    logged = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    before_kill = "".join(line for line in logged if json.loads(line)["step"] <= killed_at)
+    assert before_kill.count("\n") >= 2 and '"tokens_per_s"' in before_kill  # logged every 25 steps, killed at >= 60
 
-    subprocess.run(_cli("train", "--out", str(tmp_path / "killed"), "--resume", "--quiet"), check=True, env=env,
-                   capture_output=True)
+    steps_file = tmp_path / "resumed-steps.txt"
+    subprocess.run([sys.executable, "-c", COUNTING_CLI, str(steps_file), "train", "--out", str(tmp_path / "killed"),
+                    "--resume", "--quiet"], check=True, env=env, capture_output=True)
+    # Training is deterministic, so a --resume that retrained from step 0 would end with the same weights.
+    # Only a real resume takes just the remaining steps and leaves the killed process's log lines (their
+    # wall-clock tokens_per_s included) byte for byte as they were.
+    assert int(steps_file.read_text()) == 400 - killed_at
+    assert (tmp_path / "killed" / "metrics.jsonl").read_text().startswith(before_kill)
     assert _digest(tmp_path / "full" / "model.safetensors") == _digest(tmp_path / "killed" / "model.safetensors")
     assert _records(tmp_path / "full") == _records(tmp_path / "killed")
 
@@ -168,7 +214,7 @@ def test_batch_stream_resumes_at_its_position_and_copies_independently():
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
-    import attnlab.training.trainer as training
+    import attnlab.training.hardware as training
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

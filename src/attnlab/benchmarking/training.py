@@ -129,7 +129,8 @@ def attnlab_train_step(config, batch, precision: str, device: str | torch.device
     (``.item()``), so on CUDA it returns only when the step has finished.
     """
     from ..core.model import Transformer, TransformerConfig
-    from ..training.trainer import TrainConfig, make_optimizer, train_step
+    from ..training.config import TrainConfig
+    from ..training.trainer import make_optimizer, train_step
 
     device = torch.device(device)
     train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
@@ -151,7 +152,9 @@ def _train_step_candidates(config, batch, precision: str, device: torch.device, 
 
     from ..data import PAD_ID
     from ..core.model import TransformerConfig
-    from ..training.trainer import TrainConfig, autocast, make_optimizer
+    from ..training.config import TrainConfig
+    from ..training.hardware import autocast
+    from ..training.trainer import make_optimizer
 
     train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
     attnlab_step, our_count = attnlab_train_step(config, batch, precision, device, compile_model=compile_attnlab)
@@ -201,7 +204,7 @@ def train_step_benchmark(
     (d_model 256, 4 heads, 3 + 3 layers, d_ff 1024, dropout 0.1) with an 8,000-word vocabulary.
     """
     from ..core.model import TransformerConfig
-    from ..training.trainer import keep_freed_memory
+    from ..training.hardware import keep_freed_memory
 
     device = torch.device(device)
     config = config or TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, num_heads=4,

@@ -119,7 +119,7 @@ def bench(
 
     from ..benchmarking import (ATTENTION_CANDIDATES, attention_benchmark, decoding_benchmark, environment,
                                 format_table, matmul_gflops, set_threads, train_step_benchmark, write_json)
-    from ..training.trainer import resolve_device
+    from ..training.hardware import resolve_device
 
     sections = SECTIONS if only is None else tuple(item.strip() for item in only.split(",") if item.strip())
     unknown = sorted(set(sections) - set(SECTIONS))

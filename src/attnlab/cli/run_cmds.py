@@ -166,9 +166,8 @@ def demo(
     """
     from ..data import TOY_EXAMPLES
     from ..inspection.inference import load_analyzer
-    from ..training.presets import default_model, default_train
+    from ..training.config import RunConfig
     from ..viz.figures import plot_position_similarity, plot_positional_encoding, plot_training_curves
-    from .train_cmds import build_run_config
 
     _show_warnings()
     check_writable_dir(out)
@@ -185,8 +184,7 @@ def demo(
             import shutil
 
             shutil.rmtree(run_dir)
-        settings = {"task": "toy", **({"steps": steps} if steps else {})}
-        run_config = build_run_config(settings)
+        run_config = RunConfig.for_task("toy", **({"steps": steps} if steps else {}))
         print(f"training a {run_config.model.num_encoder_layers}+{run_config.model.num_decoder_layers}-block "
               f"Transformer (d_model {run_config.model.d_model}) on the built-in toy English→French corpus…",
               file=sys.stderr)

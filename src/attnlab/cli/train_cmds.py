@@ -15,25 +15,20 @@ import typer
 from . import app
 from .common import check_writable_dir, fail
 
-# CLI flag → (section, config field). Sections: model (TransformerConfig), train (TrainConfig), task (options).
-MODEL_FLAGS = {
-    "encoder_layers": "num_encoder_layers", "decoder_layers": "num_decoder_layers", "d_model": "d_model",
-    "heads": "num_heads", "d_ff": "d_ff", "dropout": "dropout", "pos_encoding": "pos_encoding",
-    "norm_first": "norm_first", "activation": "activation", "max_len": "max_len",
-    "tie_embeddings": "tie_embeddings", "share_embeddings": "share_embeddings",
-}
-TRAIN_FLAGS = {
-    "steps": "steps", "batch_size": "batch_size", "max_tokens": "max_tokens", "lr": "lr", "schedule": "schedule",
-    "warmup": "warmup", "label_smoothing": "label_smoothing", "grad_clip": "grad_clip", "seed": "seed",
-    "device": "device", "precision": "precision", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
-    "log_every": "log_every", "max_minutes": "max_minutes", "compile": "compile", "cooldown": "cooldown",
-}
-TASK_FLAGS = {
-    "train_lengths": "train_lengths", "test_lengths": "test_lengths", "num_train": "num_train",
-    "src": "src_lang", "tgt": "tgt_lang", "lowercase": "lowercase", "tokenizer": "tokenizer",
-    "vocab_size": "vocab_size", "max_pairs": "max_pairs", "strict": "strict", "num_pairs": "num_pairs",
-}
-OTHER_KEYS = {"task", "model"}
+# A run's settings are the fields of RunConfig.for_task (model, training, task options); a CLI flag or
+# TOML key is the field's own name, except these, which keep their shorter command-line names.
+FLAG_ALIASES = {"heads": "num_heads", "encoder_layers": "num_encoder_layers", "decoder_layers": "num_decoder_layers",
+                "src": "src_lang", "tgt": "tgt_lang", "model": "architecture"}
+NON_NEGATIVE_FLAGS = ("steps", "warmup", "batch_size", "max_tokens")  # named by flag in the error message
+
+
+def setting_fields() -> dict[str, str]:
+    """Every CLI flag / TOML key (with underscores) that sets part of a run → the field it sets."""
+    from ..training.config import model_fields, task_option_names, train_fields
+
+    flag_of = {field_name: flag for flag, field_name in FLAG_ALIASES.items()}
+    names = ("task", "architecture", *model_fields(), *train_fields(), *task_option_names())
+    return {flag_of.get(name, name): name for name in names}
 
 
 def _read_toml(path: Path) -> dict:
@@ -48,54 +43,47 @@ def _read_toml(path: Path) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         fail(f"--config {path}: not valid TOML ({error})")
     settings = {key.replace("-", "_"): value for key, value in data.items()}
-    allowed = set(MODEL_FLAGS) | set(TRAIN_FLAGS) | set(TASK_FLAGS) | OTHER_KEYS
-    unknown = sorted(set(settings) - allowed)
+    allowed = setting_fields()
+    unknown = sorted(set(settings) - set(allowed))
     if unknown:
         fail(f"--config {path}: unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}")
     return settings
 
 
-def _task_options(task: str, settings: dict) -> dict:
-    from ..data import parse_length_range
+def _settings(config: Optional[Path], given: dict) -> dict:
+    """The TOML file's settings, then the flags given on the command line (those not None) over them."""
+    flags = setting_fields()
+    settings = _read_toml(config) if config else {}
+    settings.update({flag: value for flag, value in given.items() if flag in flags and value is not None})
+    return settings
 
-    options = {}
-    for flag, name in TASK_FLAGS.items():
-        if settings.get(flag) is None:
+
+def build_run_config(settings: dict):
+    """A RunConfig from flag-named ``settings`` (a TOML file, then CLI flags): preset defaults + these.
+
+        >>> build_run_config({"task": "reverse", "heads": 2, "train_lengths": "1-8"}).model.num_heads
+        2
+    """
+    from ..data import parse_length_range
+    from ..training.config import RunConfig
+
+    fields_of = setting_fields()
+    overrides = {}
+    for flag, value in settings.items():
+        if value is None:
             continue
-        value = settings[flag]
+        if flag not in fields_of:
+            raise ValueError(f"unknown setting {flag!r}; allowed: {', '.join(sorted(fields_of))}")
         if flag in ("train_lengths", "test_lengths") and isinstance(value, str):
             try:
                 value = parse_length_range(value)
             except ValueError as error:
                 fail(f"--{flag.replace('_', '-')}: {error}")
-        options[name] = value
-    return options
-
-
-def build_run_config(settings: dict):
-    """Merge preset defaults, a TOML file and CLI flags (later wins) into a RunConfig."""
-    from ..core.model import TransformerConfig
-    from ..training.presets import default_model, default_train
-    from ..training.runs import RunConfig
-    from ..training.trainer import TrainConfig
-
-    from ..data import TASKS
-
-    task = str(settings.get("task") or "reverse")
-    if task not in TASKS and not Path(task).exists():
-        fail(f"task: {task!r} is neither one of {', '.join(TASKS)} nor an existing file or directory")
-    model = default_model(task)
-    model.update({MODEL_FLAGS[k]: v for k, v in settings.items() if k in MODEL_FLAGS and v is not None})
-    train = default_train(task)
-    train.update({TRAIN_FLAGS[k]: v for k, v in settings.items() if k in TRAIN_FLAGS and v is not None})
-    if settings.get("batch_size") is not None and settings.get("max_tokens") is None:
-        train["max_tokens"] = None  # an explicit sentence count replaces the preset's token budget
-    for name, value in train.items():
-        if name in ("steps", "warmup", "batch_size", "max_tokens") and isinstance(value, int) and value < 0:
-            fail(f"--{name.replace('_', '-')} must not be negative, got {value}")
-    return RunConfig(model=TransformerConfig(src_vocab_size=1, tgt_vocab_size=1, **model),
-                     train=TrainConfig(**train), task=task, task_options=_task_options(task, settings),
-                     architecture=settings.get("model") or "transformer")
+        if flag in NON_NEGATIVE_FLAGS and isinstance(value, int) and value < 0:
+            fail(f"--{flag.replace('_', '-')} must not be negative, got {value}")
+        overrides[fields_of[flag]] = value
+    task = str(overrides.pop("task", None) or "reverse")
+    return RunConfig.for_task(task, **overrides)
 
 
 def _prepare_run_dir(out: Path, *, resume: bool, force: bool, check_only: bool = False) -> None:
@@ -177,6 +165,7 @@ def train(
 
         attnlab train --task fra-eng --nproc 2 --out runs/fra-eng-ddp   # = torchrun --nproc-per-node 2 -m attnlab train ...
     """
+    given = dict(locals())  # the parsed command line, before any other local name exists
     from ..training import distributed
     from ..training.runs import read_config
     from ..training.trainer import train as run_training
@@ -184,34 +173,24 @@ def train(
     if nproc is not None:
         _prepare_run_dir(out, resume=resume, force=force, check_only=True)  # bad input fails before any launch
         if not resume:
-            settings = _read_toml(config) if config else {}
-            given = {k: v for k, v in locals().items() if k in set(MODEL_FLAGS) | set(TRAIN_FLAGS) | set(TASK_FLAGS)}
-            build_run_config({**settings, **{k: v for k, v in given.items() if v is not None},
-                              **({"task": task} if task is not None else {})})
+            build_run_config(_settings(config, given))
         _launch_torchrun(nproc, ctx)
         return
     context = distributed.from_environment()
     if context.is_main:  # under torchrun only rank 0 touches the run directory
-        _prepare_run_dir(out, resume=resume, force=force)
+        _prepare_run_dir(out, resume=resume, force=force, check_only=True)
     if resume:
         run_config = read_config(out)
         if steps is not None:
             run_config.train.steps = steps
-        task_name = run_config.task
     else:
-        settings = _read_toml(config) if config else {}
-        given = {k: v for k, v in locals().items() if k in set(MODEL_FLAGS) | set(TRAIN_FLAGS) | set(TASK_FLAGS)}
-        settings.update({k: v for k, v in given.items() if v is not None})
-        if task is not None:
-            settings["task"] = task
-        if model is not None:
-            settings["model"] = model
-        run_config = build_run_config(settings)
-        task_name = run_config.task
+        run_config = build_run_config(_settings(config, given))
+    data = run_config.load_data()  # a corpus that cannot be read fails here, before anything is touched
     if context.is_main:
+        _prepare_run_dir(out, resume=resume, force=force)  # --force replaces the old run only now
         ranks = f" on {context.world_size} processes" if context.enabled else ""
-        print(f"training {run_config.architecture} on {task_name}{ranks} → {out}", file=sys.stderr)
-    result = run_training(out, run_config, resume=resume, progress=not quiet)
+        print(f"training {run_config.architecture} on {run_config.task}{ranks} → {out}", file=sys.stderr)
+    result = run_training(out, run_config, resume=resume, progress=not quiet, data=data)
     if result is None:  # a rank other than 0
         return
     summary = result["summary"]
@@ -271,7 +250,7 @@ def evaluate_run(
         task_data = load_task(str(data), seed=config.train.seed, codecs=(loaded.source, loaded.target),
                               **_corpus_options(config.task_options))
     else:
-        task_data = load_task(config.task, seed=config.train.seed, **config.task_options)
+        task_data = config.load_data()
     examples = getattr(task_data, split)
     if limit is not None:
         examples = examples[:limit]

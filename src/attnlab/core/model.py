@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from ..training._config import strict_from_dict
+from .._strict import strict_from_dict
 from .attention import AttentionCache, padding_mask
 from .blocks import ACTIVATIONS, DecoderBlock, EncoderBlock, LayerCache
 from .positional import POSITIONAL_ENCODINGS, positional_encoding

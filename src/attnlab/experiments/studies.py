@@ -21,11 +21,9 @@ from pathlib import Path
 
 from ..files import atomic_write_text
 from ..data import SYNTHETIC_TASKS, TASKS, parse_length_range
-from ..core.model import TransformerConfig
 from ..core.positional import POSITIONAL_ENCODINGS
+from ..training.config import ARCHITECTURES, RunConfig
 from ..training.presets import default_model, default_train, task_family
-from ..training.runs import ARCHITECTURES, RunConfig
-from ..training.trainer import TrainConfig
 from .stats import summarize
 from .sweep import Job, run_sweep
 
@@ -119,12 +117,12 @@ def _positions_needed(task: str, lengths: str) -> int:
 
 
 def _run_config(task: str, s: dict, architecture: str = "transformer", **model_overrides) -> dict:
-    model = {**default_model(task), **s.get("model", {}), **model_overrides}
-    train = {**default_train(task), "steps": s["steps"], "eval_every": s["steps"], "checkpoint_every": 200}
-    train["warmup"] = min(train["warmup"], max(1, s["steps"] // 5))
-    options = _task_options(task, s)
-    return RunConfig(model=TransformerConfig(**model), train=TrainConfig(**train), task=task, task_options=options,
-                     architecture=architecture).to_dict()
+    """The task's preset with the study's model settings, its step budget (one dev evaluation, at the
+    end) and a warmup of at most a fifth of it."""
+    warmup = min(default_train(task)["warmup"], max(1, s["steps"] // 5))
+    return RunConfig.for_task(task, architecture=architecture, **{**s.get("model", {}), **model_overrides},
+                              steps=s["steps"], eval_every=s["steps"], checkpoint_every=200, warmup=warmup,
+                              **_task_options(task, s)).to_dict()
 
 
 def _with_seed(run: dict, seed: int) -> dict:

@@ -1,6 +1,6 @@
 """Running a sweep: many trainings, in parallel processes, resumable.
 
-A sweep is a list of :class:`Job` s — one training run each (a :class:`~attnlab.runs.RunConfig`,
+A sweep is a list of :class:`Job` s — one training run each (a :class:`~attnlab.training.config.RunConfig`,
 the labels that place it in the study's table, and the probes to measure afterwards). Each job
 gets ``OUT/runs/NAME/``, an ordinary run directory. A run is *finished* when its ``eval.json``
 exists; re-running the sweep skips finished runs, resumes a run from its last checkpoint, and
@@ -81,7 +81,7 @@ def execute_job(job: Job, out_dir: str, threads: int | None = None) -> dict:
     """Train (or resume) one job, measure its probes, and return its record. Runs in a worker."""
     import torch
 
-    from ..training.runs import RunConfig
+    from ..training.config import RunConfig
     from ..training.trainer import train
     from .probes import run_probes
 

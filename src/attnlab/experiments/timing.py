@@ -16,8 +16,8 @@ import time
 import torch
 
 from ..core.model import TransformerConfig
-from ..training.runs import RunConfig, build_model
-from ..training.trainer import TrainConfig
+from ..training.config import RunConfig, TrainConfig
+from ..training.runs import build_model
 
 __all__ = ["time_per_sequence"]
 

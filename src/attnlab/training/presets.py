@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ..data import SYNTHETIC_TASKS
 
-__all__ = ["task_family", "default_model", "default_train", "default_task_options"]
+__all__ = ["task_family", "default_model", "default_train"]
 
 
 def task_family(task: str) -> str:
@@ -65,7 +65,3 @@ def default_model(task: str) -> dict:
 def default_train(task: str) -> dict:
     """TrainConfig keyword defaults for ``task``."""
     return dict(_TRAIN[task_family(task)])
-
-
-def default_task_options(task: str) -> dict:
-    return {}

@@ -1,7 +1,7 @@
-"""A run directory: its configuration, and loading a trained model back.
+"""A run directory: writing its configuration, and loading a trained model back.
 
-``RUN/config.json`` holds everything needed to rebuild the model and resume
-training::
+``RUN/config.json`` (:class:`~attnlab.training.config.RunConfig`) holds everything needed to
+rebuild the model and resume training::
 
     {"architecture": "transformer", "model": {TransformerConfig}, "train": {TrainConfig},
      "task": "reverse", "task_options": {...}, "attnlab_version": "0.1.0"}
@@ -10,53 +10,17 @@ training::
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from .. import __version__
+from ..core.model import Transformer
 from ..files import atomic_write_text
 from .checkpoint import CheckpointError, load_weights
-from ..core.model import Transformer, TransformerConfig
+from .config import RunConfig
 
-__all__ = ["RunConfig", "ARCHITECTURES", "build_model", "write_config", "read_config", "load_run", "LoadedRun"]
-
-ARCHITECTURES = ("transformer", "rnn-attention")
-
-
-@dataclass
-class RunConfig:
-    model: TransformerConfig
-    train: "TrainConfig"  # noqa: F821 - defined in training.py
-    task: str
-    task_options: dict = field(default_factory=dict)
-    architecture: str = "transformer"
-
-    def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown model {self.architecture!r}; allowed: {', '.join(ARCHITECTURES)}")
-
-    def with_vocab(self, src_vocab_size: int, tgt_vocab_size: int) -> "RunConfig":
-        model = replace(self.model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
-        if model.share_embeddings and src_vocab_size != tgt_vocab_size:
-            model = replace(model, share_embeddings=False)
-        return replace(self, model=model)
-
-    def to_dict(self) -> dict:
-        return {"architecture": self.architecture, "model": self.model.to_dict(), "train": asdict(self.train),
-                "task": self.task, "task_options": self.task_options, "attnlab_version": __version__}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
-        from .trainer import TrainConfig
-
-        try:
-            return cls(model=TransformerConfig.from_dict(data["model"]), train=TrainConfig.from_dict(data["train"]),
-                       task=data["task"], task_options=data.get("task_options", {}),
-                       architecture=data.get("architecture", "transformer"))
-        except KeyError as missing:
-            raise ValueError(f"run config lacks the key {missing}") from None
+__all__ = ["build_model", "write_config", "read_config", "load_run", "LoadedRun"]
 
 
 def build_model(run_config: RunConfig) -> nn.Module:

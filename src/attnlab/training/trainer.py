@@ -2,25 +2,14 @@
 
 Each step: a padded batch → teacher-forced logits → cross-entropy with label
 smoothing (ignoring padding) → backward → gradient clipping → AdamW step with
-the learning rate from the schedule:
+the learning rate of the schedule (:mod:`attnlab.training.schedule`: noam,
+cosine or constant, with an optional cool-down), in the precision that
+:mod:`attnlab.training.hardware` resolves (fp32, or bf16 autocast).
 
-* ``noam`` — the paper's warmup then inverse square root (§5.3), written with
-  the peak rate explicit: lr(s) = peak · min(s / warmup, √(warmup / s));
-  the paper's d_model^-0.5 · min(s^-0.5, s · warmup^-1.5) is this with
-  peak = (d_model · warmup)^-0.5.
-* ``cosine`` — linear warmup, then cosine decay to zero at the last step.
-* ``constant`` — linear warmup, then flat.
-
-Any of them can end in a **cool-down** (``cooldown`` > 0): over the last
-fraction of the budget the rate falls linearly to zero. A short budget gains
-most from it — the final low-rate steps settle the weights. With a time budget
-(``max_minutes``) the budget used is the larger of the step and the time
-fraction, so the rate reaches zero as the clock runs out, whichever comes first.
-
-The run directory is written only through :mod:`attnlab.checkpoint`, so it can
+The run directory is written only through :mod:`attnlab.training.checkpoint`, so it can
 be resumed after a crash and reproduces an uninterrupted run bit for bit.
 
-Under ``torchrun`` the same loop runs data-parallel (:mod:`attnlab.distributed`):
+Under ``torchrun`` the same loop runs data-parallel (:mod:`attnlab.training.distributed`):
 every rank builds the same global batch, keeps its own rows, and the loss is
 normalised by the *global* token count, so that DistributedDataParallel's
 gradient average equals the single-process gradient of the whole batch. Only
@@ -31,165 +20,22 @@ from __future__ import annotations
 
 import json
 import sys
-import math
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..data import PAD_ID, TaskData, make_batches
 from ..files import atomic_write_text
-from ._config import strict_from_dict
 from . import checkpoint, distributed
-from ..data import PAD_ID, TaskData, load_task, make_batches
+from .config import RunConfig, TrainConfig
 from .evaluation import evaluate
-from .runs import RunConfig, build_model, write_config
+from .hardware import autocast, keep_freed_memory, resolve_device, resolve_precision
+from .runs import build_model, write_config
+from .schedule import budget_used, learning_rate
 
-__all__ = ["TrainConfig", "learning_rate", "budget_used", "BatchStream", "train", "train_step", "make_optimizer",
-           "keep_freed_memory", "resolve_device", "resolve_precision", "SCHEDULES"]
-
-SCHEDULES = ("noam", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16", "auto")
-
-
-@dataclass
-class TrainConfig:
-    """How to train: steps, batches, optimiser, schedule, evaluation and logging."""
-
-    steps: int = 2000
-    batch_size: int | None = 64  # sentences per batch (synthetic tasks)
-    max_tokens: int | None = None  # padded tokens per batch (corpora); overrides batch_size
-    lr: float = 1e-3  # peak learning rate
-    schedule: str = "cosine"
-    warmup: int = 200
-    label_smoothing: float = 0.0
-    grad_clip: float = 1.0
-    weight_decay: float = 0.01
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"  # fp32, bf16 (autocast), or auto: bf16 where the hardware runs it natively
-    cooldown: float = 0.0  # final fraction of the budget over which the learning rate falls linearly to 0
-    eval_every: int = 500
-    eval_examples: int = 300  # dev sentences decoded at each evaluation
-    log_every: int = 25
-    checkpoint_every: int = 500
-    max_minutes: float | None = None  # stop early when the wall-clock budget is spent
-    compile: bool = False  # torch.compile the training forward/backward (measured: see docs/scaling.md)
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        for name in ("steps", "eval_every", "log_every", "checkpoint_every", "eval_examples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.batch_size is None and self.max_tokens is None:
-            raise ValueError("give batch_size or max_tokens")
-        for name in ("batch_size", "max_tokens"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if not (isinstance(self.cooldown, (int, float)) and 0.0 <= self.cooldown < 1.0):
-            raise ValueError(f"cooldown must be a fraction in [0, 1), got {self.cooldown!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false, got {self.compile!r}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        return strict_from_dict(cls, data, "training")
-
-
-def learning_rate(config: TrainConfig, step: int, used: float | None = None) -> float:
-    """The learning rate at (1-based) ``step`` under the configured schedule and cool-down.
-
-    ``used`` is the fraction of the budget spent before this step (default
-    ``(step - 1) / steps``; see :func:`budget_used` for time budgets). It only
-    matters with ``cooldown`` > 0: once ``used`` passes ``1 - cooldown`` the
-    rate is scaled by ``(1 - used) / cooldown``, reaching zero at the end.
-    """
-    warmup = max(config.warmup, 1)
-    if config.schedule == "noam":
-        rate = config.lr * min(step / warmup, math.sqrt(warmup / step))
-    elif step <= config.warmup:
-        rate = config.lr * step / warmup
-    elif config.schedule == "constant":
-        rate = config.lr
-    else:
-        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-        rate = config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    if config.cooldown > 0:
-        used = (step - 1) / config.steps if used is None else used
-        rate *= min(1.0, max(0.0, 1.0 - used) / config.cooldown)
-    return rate
-
-
-def budget_used(config: TrainConfig, step: int, elapsed_s: float) -> float:
-    """Fraction of the budget spent before ``step``: steps, or the wall clock when that runs out sooner."""
-    used = (step - 1) / config.steps
-    if config.max_minutes is not None:
-        used = max(used, elapsed_s / (60.0 * config.max_minutes))
-    return used
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available in this PyTorch build")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' requested but MPS is not available")
-    return torch.device(name)
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:  # not Linux
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → ``bf16`` on CUDA cards and CPUs that compute in bf16 natively (AVX-512 bf16, AMX), else ``fp32``.
-
-    Elsewhere bf16 autocast is emulated and slower than fp32, so it is never chosen automatically.
-    """
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if _cpu_has_native_bf16() else "fp32"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast where asked (CPUs with AVX-512 bf16, CUDA); a no-op for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+__all__ = ["BatchStream", "train", "train_step", "make_optimizer"]
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -228,33 +74,6 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
-
-
-def keep_freed_memory(keep: bool = True) -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the kernel.
-
-    A training step allocates and frees the same large tensors (activations,
-    logits, attention scores) every time. By default glibc serves blocks over
-    32 MiB with fresh ``mmap``s and gives freed heap tops back, so every step
-    page-faults ~250 MiB of new zeroed pages (measured: 66,000 minor faults and
-    0.1 s of kernel time per step of the corpus-preset model on this CPU). With
-    large thresholds the pages are reused: ~2,000 faults, no kernel time. The
-    cost is a resident size that stays at the training peak. ``keep=False``
-    puts glibc's default thresholds (128 KiB) back when training ends. Linux/glibc
-    only; returns whether the setting took effect.
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        mmap_threshold, trim_threshold = ((1 << 30), (1 << 31) - 1) if keep else (128 * 1024, 128 * 1024)
-        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold) and libc.mallopt(m_trim_threshold, trim_threshold))
-    except (OSError, AttributeError):  # musl, or no libc.so.6
-        return False
 
 
 class BatchStream:
@@ -353,7 +172,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     main = context.is_main
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     if data is None:
-        data = load_task(run_config.task, seed=config.seed, **run_config.task_options)
+        data = run_config.load_data()
     run_config = run_config.with_vocab(data.source.vocab_size, data.target.vocab_size)
     model = build_model(run_config).to(device)
     optimizer = make_optimizer(model, config, device)

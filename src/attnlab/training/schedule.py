@@ -1,0 +1,68 @@
+"""The learning rate at each step, and how much of the budget (steps or wall clock) is spent.
+
+* ``noam`` — the paper's warmup then inverse square root (§5.3), written with
+  the peak rate explicit: lr(s) = peak · min(s / warmup, √(warmup / s));
+  the paper's d_model^-0.5 · min(s^-0.5, s · warmup^-1.5) is this with
+  peak = (d_model · warmup)^-0.5.
+* ``cosine`` — linear warmup, then cosine decay to zero at the last step.
+* ``constant`` — linear warmup, then flat.
+
+Any of them can end in a **cool-down** (``cooldown`` > 0): over the last
+fraction of the budget the rate falls linearly to zero. A short budget gains
+most from it — the final low-rate steps settle the weights. With a time budget
+(``max_minutes``) the budget used is the larger of the step and the time
+fraction, so the rate reaches zero as the clock runs out, whichever comes first.
+
+    >>> learning_rate(TrainConfig(steps=1000, lr=1e-3, schedule="noam", warmup=100), 400)
+    0.0005
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = ["SCHEDULES", "learning_rate", "budget_used"]
+
+SCHEDULES = ("noam", "cosine", "constant")
+
+
+def learning_rate(config: "TrainConfig", step: int, used: float | None = None) -> float:
+    """The learning rate at (1-based) ``step`` under the configured schedule and cool-down.
+
+    ``used`` is the fraction of the budget spent before this step (default
+    ``(step - 1) / steps``; see :func:`budget_used` for time budgets). It only
+    matters with ``cooldown`` > 0: once ``used`` passes ``1 - cooldown`` the
+    rate is scaled by ``(1 - used) / cooldown``, reaching zero at the end.
+    """
+    warmup = max(config.warmup, 1)
+    if config.schedule == "noam":
+        rate = config.lr * min(step / warmup, math.sqrt(warmup / step))
+    elif step <= config.warmup:
+        rate = config.lr * step / warmup
+    elif config.schedule == "constant":
+        rate = config.lr
+    else:
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        rate = config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if config.cooldown > 0:
+        used = (step - 1) / config.steps if used is None else used
+        rate *= min(1.0, max(0.0, 1.0 - used) / config.cooldown)
+    return rate
+
+
+def budget_used(config: "TrainConfig", step: int, elapsed_s: float) -> float:
+    """Fraction of the budget spent before ``step``: steps, or the wall clock when that runs out sooner.
+
+    used = max((step − 1) / steps, elapsed_s / (60 · max_minutes))
+
+        >>> budget_used(TrainConfig(steps=1000, max_minutes=10), 101, elapsed_s=450.0)
+        0.75
+    """
+    used = (step - 1) / config.steps
+    if config.max_minutes is not None:
+        used = max(used, elapsed_s / (60.0 * config.max_minutes))
+    return used
