@@ -5,7 +5,26 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# The developer corpora (fra-eng, multi30k): $ATTNLAB_SHARED/data, by default the repository's ../shared/data.
+# A user's clone has none; CI (CI=true) must have them.
+SHARED = Path(os.environ.get("ATTNLAB_SHARED") or REPO_ROOT.parent / "shared")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def shared_data(relative: str) -> Path:
+    """``SHARED/data/relative`` for a test that needs the full corpora, e.g. ``shared_data("fra-eng/fra.txt")``.
+
+    Absent, it skips the calling test with a one-line reason, except in CI, where it fails it:
+    CI runs these tests, so a corpus missing there is a broken setup, not a reason to skip.
+    """
+    path = SHARED / "data" / relative
+    if not path.exists():
+        message = f"corpus {relative} not at {path} (set ATTNLAB_SHARED to the folder holding data/)"
+        if IN_CI:
+            pytest.fail(f"CI=true but {message}", pytrace=False)
+        pytest.skip(message)
+    return path
+
 
 # Tests are small; one thread per process keeps them steady on a shared 2-core box.
 torch.set_num_threads(int(os.environ.get("ATTNLAB_TEST_THREADS", "1")))

@@ -1,23 +1,90 @@
-"""The translation benchmarks run end to end (``--quick``: a few thousand pairs, seconds of training)."""
+"""The translation benchmarks run end to end (``--quick``: seconds of training).
 
+Each runs twice: on a tiny corpus that the test writes (``generated``: every clone runs it), and
+on the developer corpora (``shared``: ``$ATTNLAB_SHARED/data``, skipped where they are absent,
+failed when they are absent in CI). The scripts find a corpus through ``ATTNLAB_DATA``.
+"""
+
+import gzip
 import json
+import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
+from itertools import product
 from pathlib import Path
 
 import pytest
 
+from conftest import SHARED, shared_data
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SOURCES = ["generated", "shared"]
+# A generated corpus is tiny: short budgets and small batches keep each script run to seconds.
+GENERATED_ARGS = ["--minutes", "0.03", "--max-tokens", "512"]
+
+COLOURS = {"red": ("rouge", "roter"), "green": ("vert", "grüner"), "blue": ("bleu", "blauer"),
+           "black": ("noir", "schwarzer"), "white": ("blanc", "weißer"), "small": ("petit", "kleiner")}
+ANIMALS = {"dog": ("chien", "Hund"), "cat": ("chat", "Kater"), "bird": ("oiseau", "Vogel"),
+           "horse": ("cheval", "Hengst"), "fish": ("poisson", "Fisch"), "bear": ("ours", "Bär"),
+           "wolf": ("loup", "Wolf"), "mouse": ("rat", "Mäuserich")}
+STATES = {"here": ("ici", "hier"), "tired": ("fatigué", "müde"), "happy": ("content", "froh"),
+          "hungry": ("affamé", "hungrig"), "asleep": ("endormi", "eingeschlafen")}
+
+
+def _sentences() -> list[tuple[str, str, str]]:
+    """(English, French, German) sentences of one pattern, 240 of them: 'The red dog is tired.'"""
+    return [(f"The {colour} {animal} is {state}.",
+             f"Le {ANIMALS[animal][0]} {COLOURS[colour][0]} est {STATES[state][0]}.",
+             f"Der {COLOURS[colour][1]} {ANIMALS[animal][1]} ist {STATES[state][1]}.")
+            for colour, animal, state in product(COLOURS, ANIMALS, STATES)]
+
+
+def write_tiny_corpora(root: Path) -> Path:
+    """``root/fra-eng/fra.txt`` (English<TAB>French<TAB>attribution, as Tatoeba's) and
+    ``root/multi30k/{train,val,test_2016_flickr}.{de,en}.gz`` (line-aligned, as Multi30K's)."""
+    sentences = _sentences()
+    fra = root / "fra-eng" / "fra.txt"
+    fra.parent.mkdir(parents=True)
+    lines = [f"{en}\t{fr}\tCC-BY 2.0 (France) Attribution: tatoeba.org" for en, fr, _ in sentences]
+    lines += ["Go.\tVa !", "Go.\tBouge !", "Hi.\tSalut !", "Hi.\tSalut."]  # several references for one source
+    fra.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    multi30k = root / "multi30k"
+    multi30k.mkdir()
+    splits = {"train": sentences[:200], "val": sentences[200:220], "test_2016_flickr": sentences[220:]}
+    for split, rows in splits.items():
+        for lang, column in (("en", 0), ("de", 2)):
+            text = "".join(row[column] + "\n" for row in rows)
+            (multi30k / f"{split}.{lang}.gz").write_bytes(gzip.compress(text.encode("utf-8")))
+    return root
+
+
+def _data_root(source: str, corpus: str, tmp_path: Path) -> Path:
+    if source == "generated":
+        return write_tiny_corpora(tmp_path / "data")
+    shared_data(corpus)  # skips here, or fails in CI, when the developer corpus is absent
+    return SHARED / "data"
+
+
+def _run(script: str, args: list[str], data_root: Path) -> None:
+    env = {**os.environ, "ATTNLAB_DATA": str(data_root)}  # the scripts look there first
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _read_from(results: dict, data_root: Path) -> bool:
+    return all(Path(name).resolve().is_relative_to(data_root.resolve()) for name in results["config"]["data"]["files"])
 
 
 @pytest.mark.slow
-def test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch(tmp_path):
-    if not (SHARED_DATA / "fra-eng" / "fra.txt").exists():
-        pytest.fail(f"fra-eng corpus missing at {SHARED_DATA / 'fra-eng'}")
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fra_eng.py"), "--quick", "--threads", "1",
-                    "--max-pairs", "2000", "--out", str(tmp_path / "fra")], check=True, capture_output=True)
+@pytest.mark.parametrize("source", SOURCES)
+def test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch(tmp_path, source):
+    data_root = _data_root(source, "fra-eng/fra.txt", tmp_path)
+    extra = GENERATED_ARGS if source == "generated" else ["--max-pairs", "2000"]
+    _run("fra_eng.py", ["--quick", "--threads", "1", *extra, "--out", str(tmp_path / "fra")], data_root)
     results = json.loads((tmp_path / "fra.json").read_text())
+    assert _read_from(results, data_root)
     models = results["models"]
     assert set(models) == {"attnlab", "torch.nn baseline"}
     attnlab = models["attnlab"]
@@ -32,11 +99,50 @@ def test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch(tm
 
 
 @pytest.mark.slow
-def test_multi30k_benchmark_quick_writes_its_results(tmp_path):
-    if not (SHARED_DATA / "multi30k").exists():
-        pytest.fail(f"multi30k corpus missing at {SHARED_DATA / 'multi30k'}")
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "multi30k.py"), "--quick", "--threads", "1",
-                    "--out", str(tmp_path / "m30k")], check=True, capture_output=True)
+@pytest.mark.parametrize("source", SOURCES)
+def test_multi30k_benchmark_quick_writes_its_results(tmp_path, source):
+    data_root = _data_root(source, "multi30k", tmp_path)
+    extra = GENERATED_ARGS if source == "generated" else []
+    _run("multi30k.py", ["--quick", "--threads", "1", *extra, "--out", str(tmp_path / "m30k")], data_root)
     results = json.loads((tmp_path / "m30k.json").read_text())
+    assert _read_from(results, data_root)
     assert results["attnlab"]["steps"] > 0 and "bleu" in results["attnlab"]["test_2016_flickr"]
     assert results["config"]["attnlab_recipe"]["model"]["dropout"] == 0.1
+    assert (tmp_path / "m30k.md").read_text().startswith("# Multi30K German → English")
+
+
+CORPUS_TESTS = [f"{test}[{source}]" for test in ("test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch",
+                                                  "test_multi30k_benchmark_quick_writes_its_results")
+                for source in SOURCES]
+
+
+def _outcomes(tmp_path: Path, tests: list[str], *, ci: bool) -> dict[str, tuple[str, str]]:
+    """Run ``tests`` of this file in a fresh pytest with the corpora hidden: {test id: (outcome, message)}."""
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    env["ATTNLAB_SHARED"] = "/nonexistent"
+    if ci:
+        env["CI"] = "true"
+    report = tmp_path / f"ci-{ci}.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+                    *(f"{__file__}::{test}" for test in tests)], env=env, cwd=ROOT, capture_output=True, timeout=1800)
+    outcomes = {}
+    for case in ElementTree.parse(report).iter("testcase"):
+        verdicts = [(child.tag, child.get("message", "")) for child in case if child.tag in ("skipped", "failure", "error")]
+        outcomes[case.get("name")] = verdicts[0] if verdicts else ("passed", "")
+    return outcomes
+
+
+@pytest.mark.slow
+def test_without_the_shared_corpora_these_tests_pass_on_generated_data_and_skip_or_in_ci_fail(tmp_path):
+    here = _outcomes(tmp_path, CORPUS_TESTS, ci=False)
+    assert sorted(here) == sorted(CORPUS_TESTS)
+    for name, (outcome, message) in here.items():
+        if name.endswith("[generated]"):
+            assert outcome == "passed", (name, message)
+        else:  # a one-line reason that names where the corpus was looked for
+            assert outcome == "skipped" and "/nonexistent/data" in message and "\n" not in message, (name, message)
+    shared = [name for name in CORPUS_TESTS if name.endswith("[shared]")]
+    in_ci = _outcomes(tmp_path, shared, ci=True)
+    assert sorted(in_ci) == sorted(shared)
+    for name, (outcome, message) in in_ci.items():
+        assert outcome == "failure" and "CI=true" in message and "/nonexistent/data" in message, (name, message)

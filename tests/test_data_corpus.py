@@ -7,11 +7,8 @@ import pytest
 
 from attnlab.data import load_task
 from attnlab.data.corpus import find_corpus
+from conftest import shared_data
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason=f"developer corpora not present at {SHARED_DATA}"
-)
 
 # English<TAB>French, several French references per English sentence, like Tatoeba.
 PAIRS = [(f"Sentence number {i}.", f"Phrase numéro {i} !") for i in range(60)]
@@ -144,9 +141,8 @@ def test_known_corpus_is_found_via_data_dir_or_environment(tmp_path, monkeypatch
         find_corpus("multi30k", tmp_path / "nowhere")
 
 
-@needs_shared_data
 def test_fra_eng_every_source_lands_in_one_split_and_references_are_complete():
-    data = load_task("fra-eng", max_pairs=20000, data_dir=SHARED_DATA / "fra-eng", vocab_size=2000)
+    data = load_task("fra-eng", max_pairs=20000, data_dir=shared_data("fra-eng/fra.txt").parent, vocab_size=2000)
     splits = _splits_of_sources(data)
     assert all(len(s) == 1 for s in splits.values())
     assert len(data.dev) > 100 and len(data.test) > 100 and data.info["pairs_read"] == 20000
@@ -155,10 +151,9 @@ def test_fra_eng_every_source_lands_in_one_split_and_references_are_complete():
     assert all(data.target.decode(ex.tgt_ids) == ex.tgt_text for ex in data.test)  # byte-level BPE
 
 
-@needs_shared_data
 def test_multi30k_reads_gzip_line_aligned_files():
     data = load_task("multi30k", src_lang="de", tgt_lang="en", max_pairs=500, vocab_size=1000,
-                     data_dir=SHARED_DATA / "multi30k")
+                     data_dir=shared_data("multi30k"))
     assert len(data.train) == 500 and len(data.dev) > 900 and len(data.test) > 900
     assert data.train[0].src_text.startswith("Zwei junge weiße Männer")
     assert data.info["files"][0].endswith("train.de.gz")

@@ -11,6 +11,7 @@ import pytest
 
 from attnlab.data import download_corpus, load_task
 from attnlab.data.download import DownloadError
+from conftest import shared_data
 
 FRA = "Go.\tVa !\nHi.\tSalut !\nRun!\tCours !\nWho?\tQui ?\nWow!\tÇa alors !\n" * 4
 
@@ -86,9 +87,7 @@ def test_failed_download_keeps_a_previous_good_cache_untouched(server, tmp_path)
 
 def test_multi_file_corpus_downloads_every_file(server, tmp_path):
     base, www = server
-    corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k" / "raw"
-    if not corpus.is_dir():
-        pytest.skip(f"developer corpora not present at {corpus}")
+    corpus = shared_data("multi30k/raw")
     (www / "m30k").mkdir()
     for path in corpus.glob("*.gz"):
         (www / "m30k" / path.name).write_bytes(path.read_bytes())  # registry checksums must match
