@@ -121,9 +121,9 @@ def test_incremental_decoding_with_cache_equals_full_prefix(name):
     model = Transformer(small_config(pos_encoding=name)).eval()
     src, tgt = torch.randint(1, 23, (2, 7)), torch.randint(1, 19, (2, 6))
     memory = model.encode(src)
-    full = model.decode(tgt, memory, src)
+    full = model.decode(tgt, memory, model.source_mask(src))
     cache = model.new_cache()
-    steps = [model.decode(tgt[:, i : i + 1], memory, src, cache=cache) for i in range(6)]
+    steps = [model.decode(tgt[:, i : i + 1], memory, model.source_mask(src), cache=cache) for i in range(6)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 

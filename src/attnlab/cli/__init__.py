@@ -25,14 +25,8 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import data_cmds, run_cmds, train_cmds  # noqa: F401  (commands register themselves on `app`)
-
-    for optional in ("experiment_cmds", "bench_cmds"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as missing:
-            if missing.name != f"{__name__}.{optional}":
-                raise
+    # Importing a command module registers its commands on `app` (in this order in --help).
+    from . import data_cmds, run_cmds, train_cmds, experiment_cmds, bench_cmds  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ is *added* to the scores (ALiBi, relative-position bias). Masks broadcast
 against the scores ``(B, H, Lq, Lk)``. A query row whose keys are all masked
 yields zero output and zero weights, never NaN, in forward and backward.
 ``torch.nn`` modules use the opposite boolean convention (True = ignore);
-:mod:`attnlab.interop` converts at that boundary.
+:mod:`attnlab.inspection.interop` converts at that boundary.
 """
 
 from __future__ import annotations
@@ -201,6 +201,9 @@ class AttentionCache:
 
     Self-attention appends the new step's keys/values; cross-attention
     (``static=True``) computes them from the encoder memory once and reuses them.
+
+    >>> cache = AttentionCache()
+    >>> key, value = cache.update(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 1, 8))  # step 1: (2, 4, 1, 8)
     """
 
     key: Tensor | None = None  # (B, H, L, d_head)
@@ -210,6 +213,18 @@ class AttentionCache:
     @property
     def length(self) -> int:
         return 0 if self.key is None else self.key.shape[2]
+
+    def update(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Keep this call's keys/values and return every key/value the layer may attend to.
+
+        Self-attention appends them to the earlier steps' (B, H, L + L_new, d_head);
+        a static (cross-attention) cache stores the memory's (B, H, Ls, d_head) as they are.
+        """
+        if not self.static and self.key is not None:
+            key = torch.cat([self.key, key], dim=2)  # (B, H, L + L_new, d_head)
+            value = torch.cat([self.value, value], dim=2)
+        self.key, self.value = key, value
+        return key, value
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search keeps the surviving hypotheses)."""
@@ -227,17 +242,20 @@ class MultiHeadAttention(nn.Module):
     never averaged. Without weights the fused kernel runs; with them the
     explicit formula runs; both agree to 1e-5.
 
-    ``positional`` (a :class:`attnlab.positional.PositionalEncoding`) may rotate
+    ``positional`` (a :class:`attnlab.core.positional.PositionalEncoding`) may rotate
     queries/keys (RoPE) or bias the scores (ALiBi); ``is_causal`` adds the
-    decoder's causal mask. ``record`` — set by :func:`attnlab.inspect.record_attention`
-    — receives the weights of every call.
+    decoder's causal mask. ``record`` — set by :func:`attnlab.inspection.record.record_attention`
+    — receives the weights of every call. ``kind`` says where the layer sits —
+    ``encoder_self``, ``decoder_self`` or ``cross``, set by the block that builds it,
+    or ``attention`` for one standing alone — and names its maps in a recording.
 
     >>> mha = MultiHeadAttention(d_model=64, num_heads=8)
     >>> x = torch.randn(2, 10, 64)
     >>> out, weights = mha(x, x, x, need_weights=True)   # weights: (2, 8, 10, 10)
     """
 
-    def __init__(self, d_model: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True,
+                 kind: str = "attention"):
         super().__init__()
         if num_heads < 1 or d_model % num_heads != 0:
             raise ValueError(
@@ -252,6 +270,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.kind = kind
         self.record: Callable[[Tensor], None] | None = None
 
     def _split_heads(self, x: Tensor) -> Tensor:
@@ -278,6 +297,28 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         positional=None,
     ):
+        self._check_inputs(query, key, value, mask)
+        batch, query_len, _ = query.shape
+        offset = 0 if cache is None or cache.static else cache.length  # keys cached before this call's queries
+
+        # 1. Project (Q = query·Wᑫ, K = key·Wᴷ, V = value·Wⱽ) and 2. split into H heads of d_head.
+        if cache is not None and cache.static and cache.length:  # cross-attention: memory projected at step 1
+            q, k, v = self._split_heads(self.q_proj(query)), cache.key, cache.value  # (B, H, L, d_head)
+        else:
+            q, k, v = (self._split_heads(t) for t in self._project_qkv(query, key, value))  # (B, H, L, d_head)
+            if cache is not None:
+                k, v = cache.update(k, v)  # every key so far: (B, H, offset + Lk, d_head)
+
+        # 3. Attend: softmax(Q Kᵀ / √d_head) V in every head at once.
+        out, weights = self._attend(q, k, v, mask, offset=offset, is_causal=is_causal, positional=positional,
+                                    need_weights=need_weights)  # (B, H, Lq, d_head), (B, H, Lq, Lk) or None
+
+        # 4. Merge the heads and mix them: Concat(head_1, …, head_h) Wᴼ.
+        out = out.transpose(1, 2).reshape(batch, query_len, self.d_model)  # (B, Lq, H·d_head)
+        out = self.out_proj(out)  # (B, Lq, d_model)
+        return (out, weights) if need_weights else out
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         if query.dim() != 3 or key.dim() != 3 or value.dim() != 3:
             raise ValueError(
                 f"query, key and value must be (batch, length, d_model); got shapes "
@@ -295,37 +336,29 @@ class MultiHeadAttention(nn.Module):
             )
         if mask is not None:
             _check_bool_mask(mask)
-        batch, query_len, _ = query.shape
 
-        if cache is not None and cache.static and cache.key is not None:
-            q = self._split_heads(self.q_proj(query))
-            k, v = cache.key, cache.value  # cross-attention: memory projected once
-        else:
-            q, k, v = (self._split_heads(t) for t in self._project_qkv(query, key, value))  # (B, H, L, d_head)
-        offset = 0
-        if cache is not None and not cache.static:
-            offset = cache.length
-            if cache.key is not None:
-                k = torch.cat([cache.key, k], dim=2)  # (B, H, offset + Lq, d_head)
-                v = torch.cat([cache.value, v], dim=2)
-        if cache is not None:
-            cache.key, cache.value = k, v
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, offset: int, is_causal: bool,
+                positional, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        """Attention of split heads q (B, H, Lq, d_head) over k, v (B, H, Lk, d_head).
 
+        Positions enter here (RoPE rotates q and k, ALiBi adds a bias); the explicit
+        formula runs when the weights are wanted (asked for, or recorded), the fused
+        kernel otherwise.
+        """
+        query_len, key_len = q.shape[2], k.shape[2]
         bias = None
         if positional is not None:
             q, k = positional.rotate_qk(q, k, query_offset=offset)
-            bias = positional.score_bias(query_len, k.shape[2], query_offset=offset, device=q.device, dtype=q.dtype)
-        if is_causal and (offset > 0 or mask is not None or bias is not None or need_weights or self.record is not None):
-            mask = combine_masks(mask, causal_mask(query_len, k.shape[2], offset=offset, device=q.device))
+            bias = positional.score_bias(query_len, key_len, query_offset=offset, device=q.device, dtype=q.dtype)
+        explicit = need_weights or self.record is not None
+        if is_causal and (offset > 0 or mask is not None or bias is not None or explicit):
+            # The fused kernel's own causal flag assumes no cache and no other mask: spell the mask out.
+            mask = combine_masks(mask, causal_mask(query_len, key_len, offset=offset, device=q.device))
             is_causal = False
-
         dropout_p = self.dropout if self.training else 0.0
-        if need_weights or self.record is not None:
-            out, weights = scaled_dot_product_attention(q, k, v, mask, bias=bias, dropout_p=dropout_p)
-            if self.record is not None:
-                self.record(weights.detach())
-        else:
-            out, weights = _fused_attention(q, k, v, mask, bias, dropout_p, is_causal), None
-        out = out.transpose(1, 2).reshape(batch, query_len, self.d_model)  # (B, Lq, H·d_head)
-        out = self.out_proj(out)
-        return (out, weights) if need_weights else out
+        if not explicit:
+            return _fused_attention(q, k, v, mask, bias, dropout_p, is_causal), None
+        out, weights = scaled_dot_product_attention(q, k, v, mask, bias=bias, dropout_p=dropout_p)
+        if self.record is not None:
+            self.record(weights.detach())
+        return out, weights

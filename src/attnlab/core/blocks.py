@@ -67,24 +67,29 @@ class _Sublayer(nn.Module):
 class EncoderBlock(nn.Module):
     """Self-attention and feed-forward, each wrapped in Add & LayerNorm.
 
+    ``causal=True`` makes the self-attention masked (no token sees a later one): the block
+    of a decoder-only language model, whose attention is then of kind ``decoder_self``.
+
     >>> block = EncoderBlock(d_model=64, num_heads=4, d_ff=128)
     >>> block(torch.randn(2, 7, 64)).shape
     torch.Size([2, 7, 64])
     """
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int, *, dropout: float = 0.1, activation: str = "relu",
-                 norm_first: bool = False, layer_norm_eps: float = 1e-5, bias: bool = True):
+                 norm_first: bool = False, layer_norm_eps: float = 1e-5, bias: bool = True, causal: bool = False):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
+        self.causal = causal
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias,
+                                            kind="decoder_self" if causal else "encoder_self")
         self.feed_forward = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
         self.attn_sublayer = _Sublayer(d_model, dropout=dropout, norm_first=norm_first, layer_norm_eps=layer_norm_eps)
         self.ff_sublayer = _Sublayer(d_model, dropout=dropout, norm_first=norm_first, layer_norm_eps=layer_norm_eps)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, *, positional=None, is_causal: bool = False,
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, positional=None,
                 cache: AttentionCache | None = None) -> Tensor:
         # x (B, L, d_model); mask: bool, True = may attend, e.g. padding_mask (B, 1, 1, L)
         x = self.attn_sublayer(
-            x, lambda h: self.self_attn(h, h, h, mask, positional=positional, is_causal=is_causal, cache=cache)
+            x, lambda h: self.self_attn(h, h, h, mask, positional=positional, is_causal=self.causal, cache=cache)
         )
         return self.ff_sublayer(x, self.feed_forward)
 
@@ -95,10 +100,6 @@ class LayerCache:
 
     self_attn: AttentionCache = field(default_factory=AttentionCache)
     cross_attn: AttentionCache = field(default_factory=lambda: AttentionCache(static=True))
-
-    def reorder(self, index) -> None:
-        self.self_attn.reorder(index)
-        self.cross_attn.reorder(index)
 
 
 class DecoderBlock(nn.Module):
@@ -112,22 +113,22 @@ class DecoderBlock(nn.Module):
     def __init__(self, d_model: int, num_heads: int, d_ff: int, *, dropout: float = 0.1, activation: str = "relu",
                  norm_first: bool = False, layer_norm_eps: float = 1e-5, bias: bool = True):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias, kind="decoder_self")
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias, kind="cross")
         self.feed_forward = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
         sublayer = dict(dropout=dropout, norm_first=norm_first, layer_norm_eps=layer_norm_eps)
         self.self_sublayer = _Sublayer(d_model, **sublayer)
         self.cross_sublayer = _Sublayer(d_model, **sublayer)
         self.ff_sublayer = _Sublayer(d_model, **sublayer)
 
-    def forward(self, y: Tensor, memory: Tensor, memory_mask: Tensor | None = None, *, self_mask: Tensor | None = None,
+    def forward(self, y: Tensor, memory: Tensor, memory_mask: Tensor | None = None, *,
                 positional=None, cache: LayerCache | None = None) -> Tensor:
         # y (B, Lt, d_model) target so far; memory (B, Ls, d_model) from the encoder;
         # memory_mask (B, 1, 1, Ls) hides source padding; self-attention is always causal.
         self_cache = cache.self_attn if cache is not None else None
         cross_cache = cache.cross_attn if cache is not None else None
         y = self.self_sublayer(
-            y, lambda h: self.self_attn(h, h, h, self_mask, is_causal=True, positional=positional, cache=self_cache)
+            y, lambda h: self.self_attn(h, h, h, is_causal=True, positional=positional, cache=self_cache)
         )
         y = self.cross_sublayer(y, lambda h: self.cross_attn(h, memory, memory, memory_mask, cache=cross_cache))
         return self.ff_sublayer(y, self.feed_forward)

@@ -4,7 +4,7 @@ The decoder predicts one token at a time, each step conditioned on all
 earlier ones. Recomputing the whole prefix every step costs O(L²) projections;
 the **KV cache** keeps each layer's self-attention keys/values and appends one
 row per step, and computes the cross-attention keys/values of the encoder
-memory once (see :class:`attnlab.attention.AttentionCache`).
+memory once (see :class:`attnlab.core.attention.AttentionCache`).
 
 * :func:`greedy_decode` — take the most likely token each step (batched).
 * :func:`beam_search` — keep the ``beam_size`` best partial hypotheses, score
@@ -12,6 +12,12 @@ memory once (see :class:`attnlab.attention.AttentionCache`).
 
 Both accept ``use_cache=False`` to recompute the full prefix instead; tests
 check that both ways emit exactly the same tokens.
+
+The model is anything with ``encode(src)``, ``source_mask(src)``,
+``decode(tgt, memory, memory_mask, cache=)``, ``new_cache()`` and
+``reorder_cache(cache, index)`` (:class:`~attnlab.core.model.Transformer`,
+:class:`~attnlab.core.rnn.RNNAttentionSeq2Seq`). The source mask is built once per
+call and handed to every step, as the memory is.
 """
 
 from __future__ import annotations
@@ -34,10 +40,10 @@ def default_max_len(model, src: Tensor) -> int:
     return budget
 
 
-def _step_logits(model, tokens: Tensor, memory: Tensor, src: Tensor, cache) -> Tensor:
+def _step_logits(model, tokens: Tensor, memory: Tensor, memory_mask: Tensor, cache) -> Tensor:
     if cache is not None:
-        return model.decode(tokens[:, -1:], memory, src, cache=cache)[:, -1]  # (N, V)
-    return model.decode(tokens, memory, src)[:, -1]  # (N, V)
+        return model.decode(tokens[:, -1:], memory, memory_mask, cache=cache)[:, -1]  # (N, V)
+    return model.decode(tokens, memory, memory_mask)[:, -1]  # (N, V)
 
 
 def _strip(sequence: list[int]) -> list[int]:
@@ -59,12 +65,12 @@ def greedy_decode(model, src: Tensor, *, max_len: int | None = None, use_cache: 
     """
     model.eval()
     max_len = default_max_len(model, src) if max_len is None else max_len
-    memory = model.encode(src)  # (B, Ls, d_model)
+    memory, memory_mask = model.encode(src), model.source_mask(src)  # (B, Ls, d_model), e.g. (B, 1, 1, Ls)
     tokens = torch.full((src.shape[0], 1), BOS_ID, dtype=torch.long, device=src.device)  # (B, 1)
     finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
     cache = model.new_cache() if use_cache else None
     for _ in range(max_len):
-        next_token = _step_logits(model, tokens, memory, src, cache).argmax(-1)  # (B,)
+        next_token = _step_logits(model, tokens, memory, memory_mask, cache).argmax(-1)  # (B,)
         next_token = next_token.masked_fill(finished, PAD_ID)
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
         finished |= next_token == EOS_ID
@@ -86,8 +92,10 @@ def beam_search(model, src: Tensor, *, beam_size: int = 4, max_len: int | None =
     model.eval()
     max_len = default_max_len(model, src) if max_len is None else max_len
     batch, beams = src.shape[0], beam_size
+    # Row b·K + k is beam k of source b. A beam only ever continues a beam of its own source,
+    # so memory and mask, the same for all K beams of a source, are expanded once, never reordered.
     memory = model.encode(src).repeat_interleave(beams, dim=0)  # (B·K, Ls, d_model)
-    src = src.repeat_interleave(beams, dim=0)  # (B·K, Ls)
+    memory_mask = model.source_mask(src).repeat_interleave(beams, dim=0)  # e.g. (B·K, 1, 1, Ls)
     tokens = torch.full((batch * beams, 1), BOS_ID, dtype=torch.long, device=src.device)  # (B·K, 1)
     scores = torch.full((batch, beams), float("-inf"), device=src.device)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive so they don't duplicate
@@ -99,7 +107,8 @@ def beam_search(model, src: Tensor, *, beam_size: int = 4, max_len: int | None =
         return ((5.0 + length) / 6.0) ** length_penalty
 
     for step in range(1, max_len + 1):
-        log_probs = torch.log_softmax(_step_logits(model, tokens, memory, src, cache).float(), dim=-1)  # (B·K, V)
+        log_probs = torch.log_softmax(_step_logits(model, tokens, memory, memory_mask, cache).float(),
+                                      dim=-1)  # (B·K, V)
         vocab = log_probs.shape[-1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, beams * vocab)  # (B, K·V)
         top_scores, top_index = candidates.topk(2 * beams, dim=-1)  # 2K: enough even if K of them end

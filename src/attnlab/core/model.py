@@ -144,24 +144,23 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class Encoder(nn.Module):
-    """A stack of encoder blocks (with its own positional encoding)."""
+    """A stack of encoder blocks (with its own positional encoding); ``causal`` blocks for a decoder-only LM."""
 
-    def __init__(self, config: TransformerConfig, num_layers: int):
+    def __init__(self, config: TransformerConfig, num_layers: int, *, causal: bool = False):
         super().__init__()
         self.positional = _make_positional(config)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
-            EncoderBlock(config.d_model, config.num_heads, config.d_ff, **_block_kwargs(config)) for _ in range(num_layers)
+            EncoderBlock(config.d_model, config.num_heads, config.d_ff, causal=causal, **_block_kwargs(config))
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.use_final_norm else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, *, is_causal: bool = False,
-                caches: list[AttentionCache] | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, caches: list[AttentionCache] | None = None) -> Tensor:
         offset = caches[0].length if caches else 0
         x = self.dropout(self.positional.add_to_embeddings(x, offset))  # (B, L, d_model)
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, positional=self.positional, is_causal=is_causal,
-                      cache=caches[i] if caches else None)
+            x = layer(x, mask, positional=self.positional, cache=caches[i] if caches else None)
         return self.norm(x)
 
 
@@ -191,7 +190,9 @@ class Transformer(nn.Module):
     """The encoder–decoder Transformer (Vaswani et al., 2017).
 
     ``forward(src, tgt)`` takes token ids (B, Ls) and (B, Lt) and returns logits
-    (B, Lt, tgt_vocab_size); padding and causal masks come from ``pad_id``.
+    (B, Lt, tgt_vocab_size); padding and causal masks come from ``pad_id``. The source
+    mask is built once, by :meth:`source_mask`, and passed down to every layer that
+    reads the source — and, in decoding, to every step.
 
     >>> model = Transformer(TransformerConfig(src_vocab_size=20, tgt_vocab_size=20, d_model=32, num_heads=4,
     ...                                       num_encoder_layers=2, num_decoder_layers=2, d_ff=64))
@@ -213,23 +214,30 @@ class Transformer(nn.Module):
             self.generator.weight = self.tgt_embed.embedding.weight
 
     def source_mask(self, src: Tensor) -> Tensor:
-        return padding_mask(src, self.config.pad_id)  # (B, 1, 1, Ls), True = real token
+        """Source ids (B, Ls) → the key mask of every attention over the source (B, 1, 1, Ls), True = real token."""
+        return padding_mask(src, self.config.pad_id)
 
-    def encode(self, src: Tensor) -> Tensor:
-        """Source ids (B, Ls) → memory (B, Ls, d_model)."""
-        return self.encoder(self.src_embed(src), self.source_mask(src))
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """Source ids (B, Ls) → memory (B, Ls, d_model); ``src_mask`` defaults to :meth:`source_mask`."""
+        return self.encoder(self.src_embed(src), self.source_mask(src) if src_mask is None else src_mask)
 
-    def decode(self, tgt: Tensor, memory: Tensor, src: Tensor, *, cache: list[LayerCache] | None = None) -> Tensor:
-        """Target ids (B, Lt) and memory → logits (B, Lt, tgt_vocab_size).
+    def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None = None, *,
+               cache: list[LayerCache] | None = None) -> Tensor:
+        """Target ids (B, Lt) and memory (B, Ls, d_model) → logits (B, Lt, tgt_vocab_size).
 
-        With ``cache`` (from :meth:`new_cache`), ``tgt`` holds only the new
-        tokens; earlier keys/values are reused.
+        ``memory_mask`` is :meth:`source_mask` of the source (None: every source position is
+        real). With ``cache`` (from :meth:`new_cache`), ``tgt`` holds only the new tokens;
+        earlier keys/values are reused.
+
+        >>> src_mask = model.source_mask(src)
+        >>> logits = model.decode(tgt, model.encode(src, src_mask), src_mask)
         """
-        hidden = self.decoder(self.tgt_embed(tgt), memory, self.source_mask(src), cache=cache)
+        hidden = self.decoder(self.tgt_embed(tgt), memory, memory_mask, cache=cache)
         return self.generator(hidden)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        return self.decode(tgt, self.encode(src), src)
+        src_mask = self.source_mask(src)  # (B, 1, 1, Ls), built once for the encoder and the decoder
+        return self.decode(tgt, self.encode(src, src_mask), src_mask)
 
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache() for _ in self.decoder.layers]
@@ -265,7 +273,7 @@ class DecoderOnlyLM(nn.Module):
         super().__init__()
         self.config = config
         self.embed = TokenEmbedding(config.tgt_vocab_size, config.d_model, config.pad_id)
-        self.blocks = Encoder(config, config.num_decoder_layers)
+        self.blocks = Encoder(config, config.num_decoder_layers, causal=True)
         self.head = nn.Linear(config.d_model, config.tgt_vocab_size)
         _init_weights(self)
         if config.tie_embeddings:
@@ -273,7 +281,7 @@ class DecoderOnlyLM(nn.Module):
 
     def forward(self, tokens: Tensor, *, cache: list[AttentionCache] | None = None) -> Tensor:
         """tokens (B, L) → next-token logits (B, L, vocab). With ``cache``, tokens are the new ones."""
-        return self.head(self.blocks(self.embed(tokens), is_causal=True, caches=cache))
+        return self.head(self.blocks(self.embed(tokens), caches=cache))
 
     def new_cache(self) -> list[AttentionCache]:
         return [AttentionCache() for _ in self.blocks.layers]

@@ -11,11 +11,12 @@ one word at a time, and before each word it looks back at every encoder state:
 
 Every decoder step needs the previous one — the *sequential* computation that self-attention
 removes (the lecture's comparison of RNN, CNN and self-attention). ``attnlab experiment
-architectures`` measures exactly that against :class:`attnlab.model.Transformer`.
+architectures`` measures exactly that against :class:`attnlab.core.model.Transformer`.
 
-The model speaks the Transformer's interface (``forward``, ``encode``, ``decode(…, cache=)``,
-``new_cache``, ``reorder_cache``, ``config``), so the one trainer, greedy decoding and beam search
-work unchanged. It reads from :class:`~attnlab.model.TransformerConfig`: ``d_model`` (the hidden
+The model speaks the Transformer's interface (``forward``, ``encode``, ``source_mask``,
+``decode(tgt, memory, memory_mask, cache=)``, ``new_cache``, ``reorder_cache``, ``config``),
+so the one trainer, greedy decoding and beam search
+work unchanged. It reads from :class:`~attnlab.core.model.TransformerConfig`: ``d_model`` (the hidden
 size; the bidirectional encoder uses d_model/2 per direction so its states are d_model wide),
 ``num_encoder_layers``, ``num_decoder_layers``, ``dropout``, ``pad_id``, ``share_embeddings`` and
 ``tie_embeddings``; attention heads and positional encodings do not apply (a recurrence knows the
@@ -77,7 +78,8 @@ class RNNAttentionSeq2Seq(nn.Module):
     # ------------------------------------------------------------------ encoder
 
     def source_mask(self, src: Tensor) -> Tensor:
-        return (src != self.config.pad_id)[:, None, :]  # (B, 1, Ls), True = real token
+        """Source ids (B, Ls) → the attention's key mask (B, 1, Ls), True = real token."""
+        return (src != self.config.pad_id)[:, None, :]
 
     def encode(self, src: Tensor) -> Tensor:
         """Source ids (B, Ls) → encoder states (B, Ls, d_model); padding positions are zero."""
@@ -88,31 +90,34 @@ class RNNAttentionSeq2Seq(nn.Module):
         memory, _ = pad_packed_sequence(states, batch_first=True, total_length=src.shape[1])  # (B, Ls, d)
         return memory
 
-    def _initial_state(self, memory: Tensor, src: Tensor) -> Tensor:
-        real = (src != self.config.pad_id).unsqueeze(-1).to(memory.dtype)  # (B, Ls, 1)
+    def _initial_state(self, memory: Tensor, memory_mask: Tensor) -> Tensor:
+        real = memory_mask.transpose(1, 2).to(memory.dtype)  # (B, Ls, 1), 1 at real tokens
         pooled = (memory * real).sum(1) / real.sum(1).clamp(min=1.0)  # (B, d)
         hidden = torch.tanh(self.bridge(pooled))  # (B, layers·d)
-        return hidden.view(src.shape[0], len(self.cells), -1).transpose(0, 1).contiguous()  # (layers, B, d)
+        return hidden.view(memory.shape[0], len(self.cells), -1).transpose(0, 1).contiguous()  # (layers, B, d)
 
     # ------------------------------------------------------------------ decoder
 
-    def decode(self, tgt: Tensor, memory: Tensor, src: Tensor, *, cache: RNNDecoderCache | None = None) -> Tensor:
-        """Target ids (B, Lt) and memory → logits (B, Lt, tgt_vocab_size), one step at a time.
+    def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None = None, *,
+               cache: RNNDecoderCache | None = None) -> Tensor:
+        """Target ids (B, Lt) and memory (B, Ls, d) → logits (B, Lt, tgt_vocab_size), one step at a time.
 
+        ``memory_mask`` is :meth:`source_mask` of the source (None: every position is real).
         With ``cache`` (from :meth:`new_cache`), ``tgt`` holds only the new tokens and the
         recurrent state carries on from the previous call.
         """
+        if memory_mask is None:
+            memory_mask = torch.ones(memory.shape[0], 1, memory.shape[1], dtype=torch.bool, device=memory.device)
         if cache is not None and cache.hidden is not None:
             hidden = cache.hidden
         else:
-            hidden = self._initial_state(memory, src)
-        mask = self.source_mask(src)  # (B, 1, Ls)
+            hidden = self._initial_state(memory, memory_mask)
         embedded = self.dropout(self.tgt_embed(tgt))  # (B, Lt, d)
         layers = list(hidden.unbind(0))  # num_layers × (B, d)
         outputs = []
         for t in range(tgt.shape[1]):
             query = layers[-1][:, None, :]  # (B, 1, d): s_{t-1} asks where to look
-            context, _ = self.attention(query, memory, memory, mask)  # (B, 1, d)
+            context, _ = self.attention(query, memory, memory, memory_mask)  # (B, 1, d)
             step_input = torch.cat([embedded[:, t], context[:, 0]], dim=-1)  # (B, 2d)
             for i, cell in enumerate(self.cells):
                 layers[i] = cell(step_input, layers[i])  # (B, d)
@@ -125,7 +130,7 @@ class RNNAttentionSeq2Seq(nn.Module):
         return self.generator(hidden_states)  # (B, Lt, V)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        return self.decode(tgt, self.encode(src), src)
+        return self.decode(tgt, self.encode(src), self.source_mask(src))
 
     def new_cache(self) -> RNNDecoderCache:
         return RNNDecoderCache()
