@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from attnlab import DecoderOnlyLM, EncoderOnlyModel, MultiHeadAttention, Transformer, TransformerConfig
+from attnlab import (DecoderBlock, DecoderOnlyLM, EncoderBlock, EncoderOnlyModel, MultiHeadAttention, Transformer,
+                     TransformerConfig)
 from attnlab.inspection.record import attention_document, record_attention, translation_attention
-from attnlab.viz.doc import validate_attention_doc
+from attnlab.document import validate_attention_doc
 
 
 def small_config(**overrides) -> TransformerConfig:
@@ -199,15 +200,28 @@ def test_document_of_a_padded_sentence_is_trimmed_to_its_tokens(model):
     tgt = torch.tensor([[1, 2, 3], [1, 4, 0]])
     with record_attention(model) as recording:
         model(src, tgt)
-    doc = attention_document(model, ["c", "d"], ["<bos>", "x"], recording, batch_index=1)
+    doc = attention_document(["c", "d"], ["<bos>", "x"], recording, batch_index=1)
     validate_attention_doc(doc)
     assert np.array(doc["attention"][0]["weights"]).shape == (4, 2, 2)
     with pytest.raises(ValueError, match="not padding"):
-        attention_document(model, ["a", "b"], ["<bos>", "x"], recording, batch_index=0)
+        attention_document(["a", "b"], ["<bos>", "x"], recording, batch_index=0)
     with pytest.raises(ValueError, match="batch_index"):
-        attention_document(model, ["a"], ["<bos>"], recording, batch_index=2)
+        attention_document(["a"], ["<bos>"], recording, batch_index=2)
 
 
 def test_translation_attention_needs_one_token_per_id(model):
     with pytest.raises(ValueError, match="one token per id"):
         translation_attention(model, [5, 6], [1, 8], ["le"], ["<bos>", "the"])
+
+
+def test_each_attention_is_recorded_under_the_kind_its_block_declared():
+    blocks = nn.ModuleList([EncoderBlock(32, 4, 64), EncoderBlock(32, 4, 64, causal=True), DecoderBlock(32, 4, 64)])
+    assert [block.self_attn.kind for block in blocks] == ["encoder_self", "decoder_self", "decoder_self"]
+    assert blocks[2].cross_attn.kind == "cross" and MultiHeadAttention(32, 4).kind == "attention"
+    x = torch.randn(1, 5, 32)
+    with record_attention(blocks.eval()) as recording:
+        blocks[0](x), blocks[1](x), blocks[2](x, x)
+    assert [(r["kind"], r["layer"]) for r in recording] == [
+        ("encoder_self", 0), ("decoder_self", 0), ("decoder_self", 1), ("cross", 0)]
+    assert torch.all(recording[1]["weights"].triu(diagonal=1) == 0)  # causal=True hides later tokens
+    assert torch.any(recording[0]["weights"].triu(diagonal=1) > 0)

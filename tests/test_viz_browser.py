@@ -11,7 +11,7 @@ import pytest
 from conftest import ARTIFACTS
 from playwright.sync_api import expect
 
-from attnlab.viz.doc import synthetic_attention_doc
+from attnlab.document import synthetic_attention_doc
 from attnlab.viz.explorer import background_server, create_app
 from attnlab.viz.html import write_attention_html
 

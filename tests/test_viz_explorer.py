@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from attnlab.viz.doc import synthetic_attention_doc, validate_attention_doc
+from attnlab.document import synthetic_attention_doc, validate_attention_doc
 from attnlab.viz.explorer import background_server, create_app
 from attnlab.viz.html import render_attention_html
 

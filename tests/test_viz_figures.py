@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from attnlab.viz.doc import synthetic_attention_doc
+from attnlab.document import synthetic_attention_doc
 from attnlab.viz.figures import (
     plot_alignment,
     plot_attention_doc,

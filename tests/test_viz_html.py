@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from attnlab.viz.doc import synthetic_attention_doc
-from attnlab.viz.html import render_attention_html, validate_attention_doc, write_attention_html
+from attnlab.document import synthetic_attention_doc, validate_attention_doc
+from attnlab.viz.html import render_attention_html, write_attention_html
 
 HOSTILE = ["<script>alert(1)</script>", "</script>", "<!--", "&amp;", "{{title}}", "\u2028"]
 

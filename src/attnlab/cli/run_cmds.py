@@ -7,7 +7,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -77,20 +77,6 @@ def translate(
             print(next(outputs) if line.strip() else "")
 
 
-def write_attention_outputs(analyzer, text: str, target: Optional[str], out: Path, *, beam: int = 1) -> dict:
-    """attention.json, one PNG grid per attention kind, and the self-contained attention.html."""
-    from ..files import atomic_write_text
-    from ..viz.figures import plot_attention_doc
-    from ..viz.html import write_attention_html
-
-    doc = analyzer(text, target, beam)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "attention.json", json.dumps(doc))
-    figures = plot_attention_doc(doc, out)
-    write_attention_html(doc, out / "attention.html", title=f"attnlab · {text[:60]}")
-    return {"doc": doc, "figures": figures, "html": out / "attention.html", "json": out / "attention.json"}
-
-
 @app.command()
 def attend(
     run: str = typer.Argument(..., help="run directory, or 'minilm' for the pretrained all-MiniLM-L6-v2"),
@@ -109,15 +95,16 @@ def attend(
         attnlab attend minilm "The animal didn't cross the street because it was too tired" --out attn-minilm/
     """
     from ..inspection.inference import load_analyzer
+    from ..viz.outputs import write_attention_outputs
 
     _show_warnings()
     check_writable_dir(out)
     analyzer = load_analyzer(run, truncate=truncate)
-    written = write_attention_outputs(analyzer, text, target, out, beam=beam)
-    if written["doc"].get("translation"):
-        print(f"translation: {written['doc']['translation']}")
-    print(f"wrote {written['json']}, {written['html']} and {len(written['figures'])} heatmap grid(s) in {out}")
-    print(f"open file://{written['html'].resolve()} in a browser")
+    written = write_attention_outputs(analyzer(text, target, beam), out, title=f"attnlab · {text[:60]}")
+    if written.doc.get("translation"):
+        print(f"translation: {written.doc['translation']}")
+    print(f"wrote {written.json}, {written.html} and {len(written.figures)} heatmap grid(s) in {out}")
+    print(f"open file://{written.html.resolve()} in a browser")
 
 
 @app.command()
@@ -168,6 +155,7 @@ def demo(
     from ..inspection.inference import load_analyzer
     from ..training.config import RunConfig
     from ..viz.figures import plot_position_similarity, plot_positional_encoding, plot_training_curves
+    from ..viz.outputs import write_attention_outputs
 
     _show_warnings()
     check_writable_dir(out)
@@ -206,7 +194,7 @@ def demo(
         print(f"  {english}\n    → {french}")
 
     focus = sentence or TOY_EXAMPLES[0]
-    written = write_attention_outputs(analyzer, focus, None, out / "attention")
+    written = write_attention_outputs(analyzer(focus), out / "attention", title=f"attnlab · {focus[:60]}")
     figures = [plot_training_curves(run_dir / "metrics.jsonl", out / "training_curves.png")]
     model = translator.model
     sinusoid = model.encoder.positional.encoding_matrix(40)
@@ -216,10 +204,10 @@ def demo(
         figures.append(plot_position_similarity({translator.run.config.model.pos_encoding: sinusoid.numpy()},
                                                 out / "position_similarity.png"))
     print(f"\nattention of “{focus}”:")
-    print(f"  page (open in a browser): {written['html'].resolve()}")
-    for path in written["figures"]:
+    print(f"  page (open in a browser): {written.html.resolve()}")
+    for path in written.figures:
         print(f"  heatmaps: {path}")
-    print(f"  data: {written['json']}")
+    print(f"  data: {written.json}")
     for path in figures:
         print(f"  figure: {path}")
     print(f"\nnext: attnlab explore {run_dir}    (type your own sentence, watch the attention)")

@@ -3,14 +3,14 @@
 BERT (Devlin et al., 2019) is the lecture's encoder stack and nothing more: no
 decoder, no cross-attention — just the "Encoder Block" repeated, trained to
 fill in masked words. Each of its layers is exactly attnlab's post-LN
-:class:`~attnlab.blocks.EncoderBlock`::
+:class:`~attnlab.core.blocks.EncoderBlock`::
 
     x → multi-head self-attention → Add & LayerNorm → FFN (GELU) → Add & LayerNorm
 
 HuggingFace names the same pieces differently (``attention.self.query`` is our
 ``self_attn.q_proj``; ``intermediate.dense`` is the FFN's first linear layer) —
 :data:`LAYER_NAMES` is the whole translation. Three details differ from the
-translation model of :mod:`attnlab.model`:
+translation model of :mod:`attnlab.core.model`:
 
 * **Embeddings** are the sum of a word embedding, a *learned* position
   embedding (a table of 512 rows, hence BERT's length limit) and a
@@ -218,7 +218,7 @@ class PretrainedEncoder(nn.Module):
         device = next(self.parameters()).device
         with record_attention(self) as recording:
             self(input_ids.to(device), mask.to(device))
-        return attention_document(self, tokens[0], [], recording)
+        return attention_document(tokens[0], [], recording)
 
 
 # --------------------------------------------------------------------------- loading

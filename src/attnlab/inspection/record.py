@@ -16,13 +16,16 @@ is installed: recording off costs nothing.
 
 Which layer is which
 --------------------
-The kind of an attention layer is read from where it sits in the module tree:
+attnlab's attention says what it is: each block sets the ``kind`` of its
+:class:`~attnlab.core.attention.MultiHeadAttention` when it is built. ``torch.nn``'s
+layers cannot, so their attention modules are named by the layer that holds them:
 
 =====================================================  ===============
 module                                                 kind
 =====================================================  ===============
-attnlab ``EncoderBlock.self_attn``                     ``encoder_self``
-  … inside a ``DecoderOnlyLM`` (causal blocks)         ``decoder_self``
+attnlab ``EncoderBlock(causal=False).self_attn``       ``encoder_self``
+attnlab ``EncoderBlock(causal=True).self_attn``        ``decoder_self``
+  (the blocks of a ``DecoderOnlyLM``)
 attnlab ``DecoderBlock.self_attn`` / ``.cross_attn``   ``decoder_self`` / ``cross``
 ``nn.TransformerEncoderLayer.self_attn``               ``encoder_self``
 ``nn.TransformerDecoderLayer.self_attn``               ``decoder_self``
@@ -31,7 +34,7 @@ any other attention module                             ``attention``
 =====================================================  ===============
 
 ``layer`` counts the layers of one kind in module order (``encoder.layers[i]``
-is layer i). attnlab's :class:`~attnlab.attention.MultiHeadAttention` is
+is layer i). attnlab's :class:`~attnlab.core.attention.MultiHeadAttention` is
 recorded through its ``record`` attribute, which also forces the explicit path.
 ``torch.nn.MultiheadAttention`` is recorded with hooks that ask for
 ``need_weights=True, average_attn_weights=False`` and hand the caller what it
@@ -48,17 +51,13 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import document
 from ..core.attention import MultiHeadAttention
-from ..core.blocks import DecoderBlock, EncoderBlock
 
 __all__ = ["AttentionRecording", "record_attention", "attention_document", "translation_attention"]
-
-DOC_KINDS = ("encoder_self", "decoder_self", "cross")
-DIGITS = 6  # rounding of weights in attention.json: rows still sum to 1 within 1e-5
 
 
 class AttentionRecording:
@@ -105,40 +104,33 @@ class AttentionRecording:
 # --------------------------------------------------------------------------- labelling
 
 
+# torch.nn layer → (attribute holding an nn.MultiheadAttention, its kind), in call order.
+_TORCH_LAYER_KINDS = {
+    nn.TransformerEncoderLayer: (("self_attn", "encoder_self"),),
+    nn.TransformerDecoderLayer: (("self_attn", "decoder_self"), ("multihead_attn", "cross")),
+}
+
+
 def _attention_layers(model: nn.Module) -> list[tuple[nn.Module, str, int]]:
     """Every attention module of ``model`` with its (kind, layer) label, in module order."""
-    from ..core.model import DecoderOnlyLM  # local import: model.py does not depend on inspect.py
+    torch_kinds: dict[int, str] = {}  # id of an nn.MultiheadAttention → the kind its layer gives it
+    for module in model.modules():
+        for layer_type, parts in _TORCH_LAYER_KINDS.items():
+            if isinstance(module, layer_type):
+                for name, kind in parts:
+                    torch_kinds.setdefault(id(getattr(module, name)), kind)
 
     labelled: list[tuple[nn.Module, str, int]] = []
     counters: dict[str, int] = {}
-    seen: set[int] = set()
-
-    def label(module: nn.Module, kind: str) -> None:
-        if id(module) in seen:  # a shared module is recorded once, under its first label
-            return
-        seen.add(id(module))
+    for module in model.modules():  # pre-order; a shared module comes once, under its first place
+        if isinstance(module, MultiHeadAttention):
+            kind = module.kind
+        elif isinstance(module, nn.MultiheadAttention):
+            kind = torch_kinds.get(id(module), "attention")
+        else:
+            continue
         labelled.append((module, kind, counters.get(kind, 0)))
         counters[kind] = counters.get(kind, 0) + 1
-
-    def walk(module: nn.Module, causal: bool) -> None:
-        causal = causal or isinstance(module, DecoderOnlyLM)
-        if isinstance(module, EncoderBlock):
-            label(module.self_attn, "decoder_self" if causal else "encoder_self")
-        elif isinstance(module, DecoderBlock):
-            label(module.self_attn, "decoder_self")
-            label(module.cross_attn, "cross")
-        elif isinstance(module, nn.TransformerEncoderLayer):
-            label(module.self_attn, "encoder_self")
-        elif isinstance(module, nn.TransformerDecoderLayer):
-            label(module.self_attn, "decoder_self")
-            label(module.multihead_attn, "cross")
-        elif isinstance(module, (MultiHeadAttention, nn.MultiheadAttention)):
-            label(module, "attention")
-            return
-        for child in module.children():
-            walk(child, causal)
-
-    walk(model, False)
     return labelled
 
 
@@ -228,27 +220,25 @@ def _rows_for_tokens(weights: Tensor, num_queries: int, num_keys: int, where: st
     return weights[:, :num_queries, :num_keys]
 
 
-def attention_document(model: nn.Module | None, src_tokens: list[str], tgt_tokens: list[str] | None,
+def attention_document(src_tokens: list[str], tgt_tokens: list[str] | None,
                        recording: AttentionRecording, batch_index: int = 0) -> dict:
-    """Build the attention.json dict (DESIGN.md) for one sentence of a recorded batch.
+    """The attention document (:mod:`attnlab.document`) of one sentence of a recorded batch.
 
-    Queries and keys follow the kind: encoder_self is source × source, decoder_self
-    target × target, cross target × source. Trailing padding positions (keys with zero
-    weight) are trimmed to the given tokens. Records of kind ``attention`` (attention
-    modules outside a known block) have no place in the schema and are left out.
-    ``model`` is accepted for symmetry with other inspectors and is not used.
+    Queries and keys follow the kind (:data:`attnlab.document.KIND_SIDES`): encoder_self is
+    source × source, decoder_self target × target, cross target × source. Trailing padding
+    positions (keys with zero weight) are trimmed to the given tokens. Records of kind
+    ``attention`` (attention modules outside a known block) have no place in the document
+    and are left out.
 
     >>> with record_attention(model) as rec: model(src[None], tgt[None])
-    >>> doc = attention_document(model, ["a", "b"], ["<bos>", "x"], rec)
+    >>> doc = attention_document(["a", "b"], ["<bos>", "x"], rec)
     """
-    del model
     tgt_tokens = list(tgt_tokens or [])
-    sides = {"encoder_self": (src_tokens, src_tokens), "decoder_self": (tgt_tokens, tgt_tokens),
-             "cross": (tgt_tokens, src_tokens)}
+    tokens = {"source_tokens": list(src_tokens), "target_tokens": tgt_tokens}
     entries, seen = [], set()
     for record in recording:
         kind, layer = record["kind"], record["layer"]
-        if kind not in DOC_KINDS:
+        if kind not in document.KINDS:
             continue
         where = f"{kind} layer {layer}"
         if (kind, layer) in seen:
@@ -258,17 +248,15 @@ def attention_document(model: nn.Module | None, src_tokens: list[str], tgt_token
         weights = record["weights"]  # (B, H, Lq, Lk)
         if not 0 <= batch_index < weights.shape[0]:
             raise ValueError(f"batch_index {batch_index} out of range for a batch of {weights.shape[0]}")
-        queries, keys = sides[kind]
+        queries, keys = document.kind_tokens(tokens, kind)
         if not queries or not keys:
             raise ValueError(f"{where} needs {'target' if kind != 'encoder_self' else 'source'} tokens")
         weights = _rows_for_tokens(weights[batch_index].float().cpu(), len(queries), len(keys), where)
-        entries.append({"kind": kind, "layer": layer,
-                        "weights": np.round(weights.double().numpy(), DIGITS).tolist()})  # [head][query][key]
+        entries.append({"kind": kind, "layer": layer, "weights": weights.double().numpy()})  # (H, Lq, Lk)
     if not entries:
         raise ValueError("the recording holds no encoder_self, decoder_self or cross attention; "
                          "run the model inside `with record_attention(model)` first")
-    entries.sort(key=lambda e: (DOC_KINDS.index(e["kind"]), e["layer"]))
-    return {"source_tokens": list(src_tokens), "target_tokens": tgt_tokens, "attention": entries}
+    return document.build_document(src_tokens, tgt_tokens, entries)
 
 
 def _as_ids(ids, name: str) -> Tensor:
@@ -283,7 +271,7 @@ def _as_ids(ids, name: str) -> Tensor:
 
 @torch.no_grad()
 def translation_attention(model: nn.Module, src_ids, tgt_ids, src_tokens: list[str], tgt_tokens: list[str]) -> dict:
-    """Teacher-forced attention maps of an attnlab :class:`~attnlab.model.Transformer` on one sentence pair.
+    """Teacher-forced attention maps of an attnlab :class:`~attnlab.core.model.Transformer` on one sentence pair.
 
     ``src_ids`` (Ls,) are the source ids; ``tgt_ids`` (Lt,) are the *decoder input*,
     starting with BOS: ``<bos> w1 w2 …``. The document's target tokens are those same
@@ -305,4 +293,4 @@ def translation_attention(model: nn.Module, src_ids, tgt_ids, src_tokens: list[s
             model(src[None].to(device), tgt[None].to(device))  # (1, Lt, vocab), teacher-forced
     finally:
         model.train(was_training)
-    return attention_document(model, src_tokens, tgt_tokens, recording)
+    return attention_document(src_tokens, tgt_tokens, recording)

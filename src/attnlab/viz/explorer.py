@@ -32,7 +32,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from .doc import to_jsonable, validate_attention_doc
+from ..document import to_jsonable, validate_attention_doc
 from .html import render_page
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from ..files import atomic_path  # noqa: E402
-from .doc import kind_tokens, validate_attention_doc, weights_by_kind  # noqa: E402
+from ..document import kind_tokens, validate_attention_doc, weights_by_kind  # noqa: E402
 
 ATTENTION_CMAP = "viridis"
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
-from .doc import to_jsonable, validate_attention_doc
+from ..document import to_jsonable, validate_attention_doc
 
-__all__ = ["render_attention_html", "render_page", "write_attention_html", "validate_attention_doc"]
+__all__ = ["render_attention_html", "render_page", "write_attention_html"]
 
 _EXPLORER_START, _EXPLORER_END = "<!--explorer-->", "<!--/explorer-->"
 
