@@ -10,20 +10,14 @@ the table shows median milliseconds and ratios (see the legend it prints).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import apply_threads, argument_parser, finish  # noqa: E402
-
-from attnlab.benchmarking import ATTENTION_CANDIDATES, attention_benchmark, format_table  # noqa: E402
+from attnlab.benchmarking import (ATTENTION_CANDIDATES, attention_benchmark, finish, format_table, log_to_stderr,
+                                  script_parser, set_threads)
 
 TIME_COLUMNS = ["L", "repeats", *ATTENTION_CANDIDATES, "attnlab_vs_torch", "attnlab_vs_raw", "explicit_vs_fused"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argument_parser(__doc__.splitlines()[0])
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", metavar="L", help="sequence lengths (default 32 128 512)")
     parser.add_argument("--repeats", type=int, help="timed rounds per candidate (default 5; 1 with --quick)")
     parser.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --quick)")
@@ -43,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(lengths) < 1 or repeats < 1 or warmup < 0 or args.threads < 1:
         parser.error("lengths, repeats and threads must be >= 1 and warmup >= 0")
 
-    threads = apply_threads(args)
+    threads = set_threads(args.threads)
     min_time = args.min_time if args.min_time is not None else (0.0 if args.quick else 3.0)
     result = attention_benchmark(lengths, warmup=warmup, repeats=repeats, min_time_s=min_time,
                                  memory=not args.no_memory,
-                                 log=lambda line: print(line, file=sys.stderr, flush=True), **shape)
+                                 log=log_to_stderr, **shape)
     env = result.environment
     print(f"# attention forward+backward, fp32, B={shape['batch']}, H={shape['num_heads']}, "
           f"d_head={shape['head_dim']}, {threads} threads, median of >= {repeats} interleaved repeats (column `repeats`)")
@@ -57,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_columns = ["L", *(name.replace("_ms", "_peak_mib") for name in ATTENTION_CANDIDATES)]
         print()
         print(format_table(result.rows, memory_columns, float_format=".0f"))
-    return finish(result, args)
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":

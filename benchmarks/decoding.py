@@ -19,22 +19,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import apply_threads, argument_parser  # noqa: E402
-
-from attnlab.benchmarking import (BenchResult, compare, decode_full_length, format_table, ratio,  # noqa: E402
-                                  write_json)
-from attnlab.data import EOS_ID, PAD_ID  # noqa: E402
-from attnlab.core.decoding import beam_search, greedy_decode  # noqa: E402
-from attnlab.core.model import Transformer, TransformerConfig  # noqa: E402
-from attnlab.training.presets import default_model  # noqa: E402
+from attnlab.benchmarking import (BenchResult, decoding_benchmark, format_table, log_to_stderr, script_parser,
+                                  set_threads, write_json)
+from attnlab.core.model import Transformer, TransformerConfig
+from attnlab.data import EOS_ID, PAD_ID
+from attnlab.training.presets import default_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argument_parser(__doc__.splitlines()[0])
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--run", metavar="RUN", help="decode with this run's model (default: random weights)")
     parser.add_argument("--batch", type=int, help="sentences per batch (default 8)")
     parser.add_argument("--source-length", type=int, help="source tokens per sentence (default 16)")
@@ -46,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     source_length = args.source_length or (6 if args.quick else 16)
     new_tokens = args.new_tokens or (8 if args.quick else 64)
     repeats = args.repeats or (1 if args.quick else 5)
-    threads = apply_threads(args)
+    if min(batch, source_length, new_tokens, repeats, args.beam, args.threads) < 1:
+        parser.error("batch, source length, new tokens, beam, repeats and threads must be >= 1")
+    threads = set_threads(args.threads)
     torch.manual_seed(0)
     if args.run:
         from attnlab.training.runs import load_run
@@ -59,37 +56,34 @@ def main(argv: list[str] | None = None) -> int:
         model = Transformer(TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, **shape)).eval()
         what = "random weights, " + ("tiny shape" if args.quick else "corpus preset shape (d 256, 4 heads, 3+3, ff 1024)")
     config = model.config
-    decode_full_length(model)  # no row ends early: each returns new_tokens tokens
     src = torch.randint(4, config.src_vocab_size, (batch, source_length))
     src[:, -1] = EOS_ID  # sources end with EOS, as in training
     assert not (src == PAD_ID).any()
 
-    cached = greedy_decode(model, src, max_len=new_tokens, use_cache=True)
-    uncached = greedy_decode(model, src, max_len=new_tokens, use_cache=False)
-    assert all(len(row) == new_tokens for row in cached), "every row must run the full length"
-    same_tokens = cached == uncached
-    beam_cached = beam_search(model, src, beam_size=args.beam, max_len=new_tokens, use_cache=True)
-    beam_uncached = beam_search(model, src, beam_size=args.beam, max_len=new_tokens, use_cache=False)
-    same_beam = beam_cached == beam_uncached
+    # decode_full_length (no row ends early), the cached == uncached check, then the interleaved timing
+    measured = decoding_benchmark(model=model, src=src, new_tokens=new_tokens, beam_size=args.beam, warmup=1,
+                                  repeats=repeats, memory=False, log=log_to_stderr)
+    agreement = measured.config["cached_matches_uncached"]
+    same_tokens, same_beam = agreement["greedy"], agreement["beam"]
     print(f"cached == uncached tokens: greedy {same_tokens}, beam-{args.beam} {same_beam}", flush=True)
-
-    candidates = {
-        "greedy_cached_ms": lambda: greedy_decode(model, src, max_len=new_tokens, use_cache=True),
-        "greedy_uncached_ms": lambda: greedy_decode(model, src, max_len=new_tokens, use_cache=False),
-        f"beam{args.beam}_cached_ms": lambda: beam_search(model, src, beam_size=args.beam, max_len=new_tokens),
-    }
-    timings = compare(candidates, warmup=1, repeats=repeats)
+    if not agreement["full_length"]:
+        print("error: a cached greedy row ended before --new-tokens: the timed decoders would do unequal work",
+              file=sys.stderr)
+        return 1
+    ms = {row["mode"]: row["ms"] for row in measured.rows}
+    beam = f"beam{args.beam}"
     row = {"batch": batch, "source_len": source_length, "new_tokens": new_tokens, "repeats": repeats,
-           **{name: t.median_ms for name, t in timings.items()}}
-    row["cache_speedup"] = ratio(row["greedy_uncached_ms"], row["greedy_cached_ms"])
-    row["greedy_sent_per_s"] = batch / (row["greedy_cached_ms"] / 1e3)
-    row[f"beam{args.beam}_sent_per_s"] = batch / (row[f"beam{args.beam}_cached_ms"] / 1e3)
-    row["same_tokens_greedy"], row["same_tokens_beam"] = same_tokens, same_beam
+           "greedy_cached_ms": ms["greedy_cached"], "greedy_uncached_ms": ms["greedy_uncached"],
+           f"{beam}_cached_ms": ms[f"{beam}_cached"],
+           "cache_speedup": next(r["cache_speedup"] for r in measured.rows if r["mode"] == "greedy_cached"),
+           "greedy_sent_per_s": batch / (ms["greedy_cached"] / 1e3),
+           f"{beam}_sent_per_s": batch / (ms[f"{beam}_cached"] / 1e3),
+           "same_tokens_greedy": same_tokens, "same_tokens_beam": same_beam}
 
     description = {
         "greedy_cached_ms": "greedy_decode(use_cache=True): one new token per step through the KV cache",
         "greedy_uncached_ms": "greedy_decode(use_cache=False): the decoder re-reads the whole prefix each step",
-        f"beam{args.beam}_cached_ms": f"beam_search(beam_size={args.beam}) with the KV cache",
+        f"{beam}_cached_ms": f"beam_search(beam_size={args.beam}) with the KV cache",
         "cache_speedup": "greedy_uncached_ms / greedy_cached_ms (> 1: the cache is faster)",
         "*_sent_per_s": "sentences per second of the cached decoders",
     }
@@ -104,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if out:
         print(f"wrote {write_json(out, result)}")
     if not (same_tokens and same_beam):
-        print("cached and uncached decoding disagree", file=sys.stderr)
+        print("error: cached and uncached decoding disagree", file=sys.stderr)
         return 1
     return 0
 

@@ -14,26 +14,20 @@ Writes ``benchmarks/results/multi30k.json`` and ``multi30k.md``.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import write_results  # noqa: E402
-from fra_eng import attnlab_contender, run_interleaved, score  # noqa: E402
-
-from attnlab.benchmarking import environment, format_table, set_threads  # noqa: E402
-from attnlab.data import load_task  # noqa: E402
-from attnlab.training.presets import default_model, default_train  # noqa: E402
+from attnlab.benchmarking import (ScriptArgumentParser, attnlab_contender, environment, format_table,
+                                  run_interleaved, set_threads, translation_score, write_results)
+from attnlab.data import load_task
+from attnlab.training.presets import default_model, default_train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="own step-time budget (default 15)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 3,000 pairs, 0.2 minutes")
     parser.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per batch (default 4096)")
@@ -44,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     minutes = min(args.minutes, 0.2) if args.quick else args.minutes
     if minutes <= 0:
         parser.error("--minutes must be > 0")
+    if args.threads < 1 or args.max_tokens < 1:
+        parser.error("--threads and --max-tokens must be >= 1")
     set_threads(args.threads)
     wall_start, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     data = load_task("multi30k", src_lang="de", tgt_lang="en", tokenizer="bpe", vocab_size=8000,
@@ -52,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     contender = attnlab_contender(data, 60 * minutes, max_tokens=args.max_tokens, task="multi30k")
     run_interleaved([contender], data, data.test, None)
     test = sorted(data.test, key=lambda ex: len(ex.src_ids))  # shorter decoding batches; BLEU ignores order
-    final = score(contender.model, data, test, f"attnlab, step {contender.step}, test_2016_flickr")
+    final = translation_score(contender.model, data, test, f"attnlab, step {contender.step}, test_2016_flickr")
     results = {"config": {"minutes": minutes, "max_tokens": args.max_tokens, "threads": args.threads,
                           "attnlab_recipe": {"model": default_model("multi30k"), "train": default_train("multi30k")}, "data": data.info},
                "attnlab": {**contender.summary(), "test_2016_flickr": final, "log": contender.log},

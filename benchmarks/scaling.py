@@ -16,18 +16,14 @@ Writes OUT.json and OUT.md (atomically).
 from __future__ import annotations
 
 import gc
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from common import argument_parser, write_results  # noqa: E402
-
-from attnlab.benchmarking import (attnlab_train_step, compare, environment, format_table, matmul_gflops,  # noqa: E402
-                                  model_flops_per_step, random_batch, set_threads)
-from attnlab.core.model import TransformerConfig  # noqa: E402
+from attnlab.benchmarking import (attnlab_train_step, compare, environment, format_table, log_to_stderr,
+                                  matmul_gflops, model_flops_per_step, random_batch, script_parser, set_threads,
+                                  write_results)
+from attnlab.core.model import TransformerConfig
 
 COLUMNS = ["d_model", "parameters", "batch", "precision", "ms_per_step", "tokens_per_s", "model_gflop", "tflops",
            "mfu", "peak_mib"]
@@ -82,7 +78,7 @@ def measure(d_model: int, batch: int, args, peaks: dict, device: torch.device, l
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argument_parser(__doc__.splitlines()[0])
+    parser = script_parser(__doc__.splitlines()[0])
     parser.set_defaults(threads=1)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--batches", default="16,32,64,128", help="batch sizes swept at --base-d (default 16,32,64,128)")
@@ -110,28 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
     args.repeats = args.repeats if args.repeats is not None else (20 if cuda else 7)
     matmul_size = args.matmul_size or (8192 if cuda else 1024)
-    batches, widths = _ints(args.batches), _ints(args.d_models)
-    if min([*batches, *widths, args.base_d, args.size_batch, args.length, args.layers, args.repeats]) < 1 \
-            or args.warmup < 0:
-        parser.error("sizes, lengths, layers and repeats must be >= 1 and warmup >= 0")
+    try:
+        batches, widths = _ints(args.batches), _ints(args.d_models)
+    except ValueError:
+        parser.error(f"--batches and --d-models take comma-separated whole numbers, got {args.batches!r}, "
+                     f"{args.d_models!r}")
+    if min([*batches, *widths, args.base_d, args.size_batch, args.length, args.layers, args.repeats,
+            args.threads, args.vocab, matmul_size]) < 1 or args.warmup < 0 or not batches or not widths:
+        parser.error("sizes, lengths, layers, repeats and threads must be >= 1 and warmup >= 0")
     args.precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     device = torch.device(args.device)
     threads = set_threads(args.threads)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (PyTorch's default; made explicit)
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     started = time.perf_counter()
     peaks = {precision: matmul_gflops(DTYPES[precision], size=matmul_size, device=device)
              for precision in args.precisions}
-    log("matmul peak: " + ", ".join(f"{p} {g:,.0f} GFLOP/s" for p, g in peaks.items()))
+    log_to_stderr("matmul peak: " + ", ".join(f"{p} {g:,.0f} GFLOP/s" for p, g in peaks.items()))
     points = [(args.base_d, batch) for batch in batches]
     points += [(width, args.size_batch) for width in widths if (width, args.size_batch) not in points]
     rows = []
     for d_model, batch in points:
-        rows += measure(d_model, batch, args, peaks, device, log)
+        rows += measure(d_model, batch, args, peaks, device, log_to_stderr)
     env = environment(device)
     wall_s = time.perf_counter() - started
     config = {"device": str(device), "threads": threads, "layers": args.layers, "length": args.length,

@@ -12,22 +12,15 @@ GFLOP/s in the same precision (printed first).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import apply_threads, argument_parser, finish  # noqa: E402
-
-from attnlab.benchmarking import format_table, train_step_benchmark  # noqa: E402
-from attnlab.core.model import TransformerConfig  # noqa: E402
+from attnlab.benchmarking import finish, format_table, log_to_stderr, script_parser, set_threads, train_step_benchmark
+from attnlab.core.model import TransformerConfig
 
 COLUMNS = ["precision", "repeats", "attnlab_ms", "torch_ms", "attnlab_vs_torch", "attnlab_tokens_per_s",
            "torch_tokens_per_s", "attnlab_mfu", "torch_mfu", "matmul_gflops", "attnlab_page_faults", "torch_page_faults"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argument_parser(__doc__.splitlines()[0])
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64, help="sentences per batch (default 64)")
     parser.add_argument("--src-len", type=int, default=24, help="padded source length (default 24)")
     parser.add_argument("--tgt-len", type=int, default=24, help="padded target length (default 24)")
@@ -54,18 +47,18 @@ def main(argv: list[str] | None = None) -> int:
                                    d_ff=args.d_ff, dropout=args.dropout, max_len=max(512, args.src_len, args.tgt_len + 1))
     except ValueError as error:
         parser.error(str(error))
-    threads = apply_threads(args)
+    threads = set_threads(args.threads)
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     result = train_step_benchmark(config, batch=args.batch, src_len=args.src_len, tgt_len=args.tgt_len,
                                   precisions=precisions, warmup=warmup, repeats=repeats,
-                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+                                  log=log_to_stderr)
     env, row = result.environment, result.rows[0]
     print(f"# training step, {row['parameters']:,} parameters, d_model {args.d_model}, {args.layers}+{args.layers} blocks, "
           f"batch {args.batch} × {args.src_len}/{args.tgt_len} ({result.config['target_tokens']} target tokens), "
           f"{threads} threads, median of {repeats} interleaved repeats")
     print(f"# {env['date']}  torch {env['torch']}  {env['processor']}  `{env['command']}`")
     print(format_table(result.rows, COLUMNS, float_format=".4g"))
-    return finish(result, args)
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":

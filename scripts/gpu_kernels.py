@@ -14,13 +14,13 @@ table is what PyTorch really dispatches, not what the documentation promises.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnlab import DecoderOnlyLM, Transformer, TransformerConfig
+from attnlab.benchmarking import write_json
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
             "math": SDPBackend.MATH}
@@ -65,8 +65,7 @@ def main(argv=None) -> int:
     for name, row in table.items():
         print(f"{name:36s} " + "  ".join(f"{k}={'yes' if v is True else 'no'}" for k, v in row.items()))
     if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(result, handle, indent=2)
+        write_json(args.out, result)
     return 0
 
 

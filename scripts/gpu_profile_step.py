@@ -12,14 +12,12 @@ step times, interleaved, after compilation (printed separately).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from attnlab.benchmarking import attnlab_train_step, compare, environment, random_batch
+from attnlab.benchmarking import attnlab_train_step, compare, compile_benchmark, environment, random_batch, write_json
 from attnlab.core.model import TransformerConfig
 
 
@@ -60,22 +58,13 @@ def main() -> int:
     for pair in [item for item in args.compile.split(",") if item]:
         batch_size, precision = int(pair.split(":")[0]), pair.split(":")[1]
         batch = random_batch(batch_size, 24, 24, 8000, device=device)
-        eager, _ = attnlab_train_step(config, batch, precision, device)
-        compiled, _ = attnlab_train_step(config, batch, precision, device, compile_model=True)
-        started = time.perf_counter()
-        compiled()
-        compile_s = time.perf_counter() - started
-        timings = compare({"eager": eager, "compiled": compiled}, warmup=3, repeats=20)
-        row = {"batch": batch_size, "precision": precision, "compile_s": compile_s,
-               "eager_ms": timings["eager"].median_ms, "compiled_ms": timings["compiled"].median_ms}
-        row["speedup"] = row["eager_ms"] / row["compiled_ms"]
+        row = {"batch": batch_size, "precision": precision,
+               **compile_benchmark(config, batch, precision, device, warmup=3, repeats=20)}
         compiled_rows.append(row)
         print(f"B={batch_size:5d} {precision}: eager {row['eager_ms']:.2f} ms, compiled {row['compiled_ms']:.2f} ms "
-              f"({row['speedup']:.2f}x; first call {compile_s:.0f} s)", flush=True)
-    env = environment(device)
-    with open(args.out, "w") as handle:
-        json.dump({"name": "gpu_profile_step", "config": {**config.to_dict(), "src_len": 24, "tgt_len": 24},
-                   "profile": rows, "compile": compiled_rows, "environment": env}, handle, indent=2)
+              f"({row['speedup']:.2f}x; first call {row['compile_s']:.0f} s)", flush=True)
+    write_json(args.out, {"name": "gpu_profile_step", "config": {**config.to_dict(), "src_len": 24, "tgt_len": 24},
+                          "profile": rows, "compile": compiled_rows, "environment": environment(device)})
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .timing import BenchResult, compare, median, ratio, peak_memory_mib, synchronized
+from .timing import BenchResult, compare, peak_memory_mib, ratio, synchronized
 
 
 ATTENTION_CANDIDATES = {

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .timing import BenchResult, compare, median, ratio, peak_memory_mib
+from .timing import BenchResult, compare, peak_memory_mib, ratio
 
 
 # --------------------------------------------------------------------------- matmul peak (the MFU denominator)
@@ -43,9 +43,21 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, *, size: int = 1024, repea
 class TorchSeq2Seq(torch.nn.Module):
     """The reference: ``torch.nn.Transformer`` with the embeddings, positions and output layer it lacks.
 
-    Built from a :class:`~attnlab.model.TransformerConfig` so that it has the
-    same sizes, and the same number of parameters, as attnlab's ``Transformer``
-    with ``final_norm=True`` (``nn.Transformer`` always ends each stack with a LayerNorm).
+    Built from a :class:`~attnlab.core.model.TransformerConfig`, it has the same sizes and the
+    same number of parameters as attnlab's ``Transformer`` with ``final_norm=True``
+    (``nn.Transformer`` always ends each stack with a LayerNorm), and follows the config's
+    ``norm_first``, ``activation``, ``share_embeddings`` and ``tie_embeddings``. Embeddings are
+    scaled by √d_model, drawn from N(0, 1/d_model) like attnlab's, plus the sinusoidal table:
+
+        logits = generator(nn.Transformer(dropout(E_src[src]·√d + PE), dropout(E_tgt[tgt]·√d + PE)))
+
+    It offers attnlab's ``encode`` / ``decode`` / ``new_cache`` (None: it recomputes the prefix),
+    so attnlab's decoders and :func:`attnlab.training.evaluation.evaluate` run on it unchanged.
+
+    >>> from attnlab import TransformerConfig
+    >>> model = TorchSeq2Seq(TransformerConfig(src_vocab_size=20, tgt_vocab_size=20, d_model=16, num_heads=2))
+    >>> model(torch.randint(1, 20, (2, 7)), torch.randint(1, 20, (2, 5))).shape  # (B, Lt, V)
+    torch.Size([2, 5, 20])
     """
 
     def __init__(self, config):
@@ -55,8 +67,8 @@ class TorchSeq2Seq(torch.nn.Module):
 
         super().__init__()
         self.config = config
-        self.src_embed = nn.Embedding(config.src_vocab_size, config.d_model, padding_idx=config.pad_id)
-        self.tgt_embed = nn.Embedding(config.tgt_vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.src_embed = self._embedding(config.src_vocab_size)
+        self.tgt_embed = self.src_embed if config.share_embeddings else self._embedding(config.tgt_vocab_size)
         self.register_buffer("positions", sinusoidal_table(config.max_len, config.d_model), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         self.transformer = nn.Transformer(config.d_model, config.num_heads, config.num_encoder_layers,
@@ -64,17 +76,55 @@ class TorchSeq2Seq(torch.nn.Module):
                                           activation=config.activation, layer_norm_eps=config.layer_norm_eps,
                                           batch_first=True, norm_first=config.norm_first)
         self.generator = nn.Linear(config.d_model, config.tgt_vocab_size)
+        if config.tie_embeddings:
+            self.generator.weight = self.tgt_embed.weight
 
-    def forward(self, src, tgt):
-        scale = math.sqrt(self.config.d_model)
-        source = self.dropout(self.src_embed(src) * scale + self.positions[: src.shape[1]])  # (B, Ls, D)
-        target = self.dropout(self.tgt_embed(tgt) * scale + self.positions[: tgt.shape[1]])  # (B, Lt, D)
+    def _embedding(self, vocab_size: int) -> torch.nn.Embedding:
+        embedding = torch.nn.Embedding(vocab_size, self.config.d_model, padding_idx=self.config.pad_id)
+        torch.nn.init.normal_(embedding.weight, std=self.config.d_model**-0.5)  # unit variance after × √d
+        return embedding
+
+    def _embed(self, embedding: torch.nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
+        scaled = embedding(tokens) * math.sqrt(self.config.d_model)  # (B, L, D)
+        return self.dropout(scaled + self.positions[: tokens.shape[1]])
+
+    def source_mask(self, src: torch.Tensor) -> torch.Tensor:
+        """Source ids (B, Ls) → attnlab's key mask (B, 1, 1, Ls), True = real token."""
+        from ..core.attention import padding_mask
+
+        return padding_mask(src, self.config.pad_id)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Source ids (B, Ls) → memory (B, Ls, D); ``src_mask`` defaults to :meth:`source_mask`."""
+        src_mask = self.source_mask(src) if src_mask is None else src_mask
+        return self.transformer.encoder(self._embed(self.src_embed, src),
+                                        src_key_padding_mask=_ignored_keys(src_mask, src.shape))
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None, *,
+               cache=None) -> torch.Tensor:
+        """Target ids (B, Lt) and memory (B, Ls, D) → logits (B, Lt, V); causal, the whole prefix every call."""
+        target = self._embed(self.tgt_embed, tgt)  # (B, Lt, D)
         causal = torch.nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device,
-                                                                     dtype=source.dtype)  # (Lt, Lt), -inf above
-        padding = src == self.config.pad_id  # (B, Ls), torch.nn's convention: True = ignore
-        hidden = self.transformer(source, target, tgt_mask=causal, src_key_padding_mask=padding,
-                                  memory_key_padding_mask=padding, tgt_is_causal=True)
+                                                                     dtype=target.dtype)  # (Lt, Lt), -inf above
+        hidden = self.transformer.decoder(target, memory, tgt_mask=causal, tgt_is_causal=True,
+                                          memory_key_padding_mask=_ignored_keys(memory_mask, memory.shape[:2]))
         return self.generator(hidden)  # (B, Lt, V)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        src_mask = self.source_mask(src)
+        return self.decode(tgt, self.encode(src, src_mask), src_mask)
+
+    def new_cache(self) -> None:
+        return None
+
+    @staticmethod
+    def reorder_cache(cache, index: torch.Tensor) -> None:
+        """Nothing to reorder: there is no cache."""
+
+
+def _ignored_keys(mask: torch.Tensor | None, shape) -> torch.Tensor | None:
+    """attnlab's key mask (B, 1, 1, Ls), True = real token → torch.nn's key padding mask (B, Ls), True = ignore."""
+    return None if mask is None else ~mask.reshape(*shape)
 
 
 def random_batch(batch: int, src_len: int, tgt_len: int, vocab_size: int, *, seed: int = 0, device="cpu"):
@@ -147,7 +197,28 @@ def attnlab_train_step(config, batch, precision: str, device: str | torch.device
     return step, sum(p.numel() for p in model.parameters())
 
 
-def _train_step_candidates(config, batch, precision: str, device: torch.device, *, compile_attnlab: bool = False):
+def compile_benchmark(config, batch, precision: str = "fp32", device: str | torch.device = "cpu", *,
+                      warmup: int = 1, repeats: int = 6) -> dict[str, float]:
+    """Eager vs ``torch.compile``'d :func:`attnlab_train_step` on ``batch``, timed interleaved after compilation.
+
+    Returns ``{"compile_s": the first compiled call (it compiles), "eager_ms", "compiled_ms": medians,
+    "speedup": eager_ms / compiled_ms}`` (> 1: the compiled step is faster).
+
+    >>> compile_benchmark(config, random_batch(8, 24, 24, 8000), repeats=1)["speedup"] > 0
+    True
+    """
+    eager, _ = attnlab_train_step(config, batch, precision, device)
+    compiled, _ = attnlab_train_step(config, batch, precision, device, compile_model=True)
+    started = time.perf_counter()
+    compiled()
+    compile_s = time.perf_counter() - started
+    timings = compare({"eager": eager, "compiled": compiled}, warmup=warmup, repeats=repeats)
+    eager_ms, compiled_ms = timings["eager"].median_ms, timings["compiled"].median_ms
+    return {"compile_s": compile_s, "eager_ms": eager_ms, "compiled_ms": compiled_ms,
+            "speedup": ratio(eager_ms, compiled_ms)}
+
+
+def _train_step_candidates(config, batch, precision: str, device: torch.device):
     import torch.nn.functional as F
 
     from ..data import PAD_ID
@@ -157,7 +228,7 @@ def _train_step_candidates(config, batch, precision: str, device: torch.device, 
     from ..training.trainer import make_optimizer
 
     train_config = TrainConfig(steps=1, lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision=precision)
-    attnlab_step, our_count = attnlab_train_step(config, batch, precision, device, compile_model=compile_attnlab)
+    attnlab_step, our_count = attnlab_train_step(config, batch, precision, device)
     config = TransformerConfig.from_dict({**config.to_dict(), "final_norm": True})
     torch.manual_seed(0)
     theirs = TorchSeq2Seq(config).to(device).train()
