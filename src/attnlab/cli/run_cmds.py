@@ -66,6 +66,8 @@ def translate(
         return
     if sys.stdin.isatty():
         fail("give TEXT, or pipe sentences on stdin (one per line)")
+    if batch_size < 1:
+        fail(f"--batch-size must be >= 1, got {batch_size}")
     lines = [line.rstrip("\n") for line in sys.stdin]
     if not any(line.strip() for line in lines):
         fail("stdin had no sentences")

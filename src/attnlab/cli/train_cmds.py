@@ -244,6 +244,8 @@ def evaluate_run(
         fail(f"--split must be test or dev, got {split!r}")
     if beam < 1:
         fail(f"--beam must be >= 1, got {beam}")
+    if limit is not None and limit < 1:
+        fail(f"--limit must be >= 1, got {limit}")
     loaded = load_run(run)
     config = loaded.config
     if data is not None:

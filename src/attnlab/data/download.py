@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sys
 import urllib.error
@@ -145,6 +146,8 @@ def download_corpus(
     """
     if name not in CORPORA:
         raise ValueError(f"corpus: {name!r} is not one of {', '.join(CORPORA)}")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"sha256: {sha256!r} is not a SHA-256 (64 hexadecimal digits)")
     remotes = CORPORA[name]
     if url is not None or sha256 is not None:
         if len(remotes) == 1:
@@ -161,6 +164,7 @@ def download_corpus(
     target = root / name
     if target.exists() and not force:
         return target
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     work = staging_dir(root, prefix=f".{name}.partial-")
     try:
@@ -181,4 +185,6 @@ def download_corpus(
         content.rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if created and not any(root.iterdir()):  # a failed first download leaves no empty cache behind
+            root.rmdir()
     return target
