@@ -279,3 +279,168 @@ def test_tied_embeddings_survive_save_and_load(tmp_path):
     loaded = load_run(tmp_path / "run")
     assert loaded.model.generator.weight is loaded.model.tgt_embed.weight
     assert torch.count_nonzero(loaded.model.generator.weight) > 0
+
+
+# ------------------------------------------------------------------ output without a terminal, metrics as they come
+
+PROGRESS_LINE = r"^train step (\d+)/100000, loss \d+\.\d{3}, lr \d\.\d\de[-+]\d\d, [\d,]+ tok/s, elapsed \d+:\d\d, ETA "
+
+
+def _read_stderr_line(process, deadline):
+    import select
+
+    while time.time() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.time()))
+        if ready:
+            return process.stderr.readline()
+    raise AssertionError("no progress line before the deadline")
+
+
+def test_training_without_a_terminal_prints_progress_lines_while_it_runs_and_logs_before_a_checkpoint(tmp_path):
+    import re
+
+    run = tmp_path / "run"
+    args = ["train", "--task", "copy", "--d-model", "32", "--heads", "2", "--encoder-layers", "1",
+            "--decoder-layers", "1", "--d-ff", "64", "--steps", "100000", "--batch-size", "16", "--num-train", "300",
+            "--eval-every", "100000", "--checkpoint-every", "100000", "--out", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ATTNLAB_PROGRESS_INTERVAL": "0"}  # a line at every step
+    process = subprocess.Popen(_cli(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        steps, logged = [], []  # the step of each progress line; metrics.jsonl's length when it came
+        while not steps or steps[-1] < 76:  # three records logged (every 25 steps)
+            line = _read_stderr_line(process, deadline)
+            assert line, f"the run ended early: {process.wait()}"
+            match = re.match(PROGRESS_LINE, line)
+            if match:
+                steps.append(int(match.group(1)))
+                logged.append(len((run / "metrics.jsonl").read_text().splitlines()))
+        assert process.poll() is None, "the lines must come while the run is going, not at its end"
+    finally:
+        process.kill()
+        process.wait()
+    assert steps == sorted(steps) and steps[0] == 25  # the first line comes with the first logged step
+    assert logged[0] >= 1 and logged[-1] >= logged[0] + 2, logged  # metrics.jsonl grows as the run goes ...
+    assert not (run / "checkpoints").exists() and not (run / "model.safetensors").exists()  # ... before any checkpoint
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records][:3] == [25, 50, 75] and all(r["split"] == "train" for r in records)
+
+
+def test_quiet_training_without_a_terminal_prints_no_progress(tmp_path):
+    args = ["train", "--task", "copy", "--d-model", "32", "--heads", "2", "--encoder-layers", "1",
+            "--decoder-layers", "1", "--d-ff", "64", "--steps", "30", "--eval-every", "10", "--num-train", "200",
+            "--quiet", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ATTNLAB_PROGRESS_INTERVAL": "0"}
+    done = subprocess.run(_cli(*args), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "train step" not in done.stderr and "dev loss" not in done.stderr
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2 + 2  # logged all the same
+
+
+def test_plain_progress_lines_come_at_the_interval_and_at_each_evaluation(capsys):
+    from attnlab.training.progress import TrainingProgress
+
+    now = [0.0]
+    bar = TrainingProgress(total=100, plain=True, interval_s=30.0, clock=lambda: now[0])
+    with bar:
+        now[0] = 10.0
+        bar.update(10, loss=2.5, lr=1e-3, tokens_per_s=1234.0)  # the first logged step: a line
+        now[0] = 20.0
+        bar.update(20, loss=2.0, lr=1e-3, tokens_per_s=1234.0)  # 10 s later: none
+        now[0] = 41.0
+        bar.tick(41)  # 31 s after the last line: one, with the last logged loss
+        now[0] = 50.0
+        bar.note(50, {"loss": 1.75, "exact_match": 0.5}, "exact_match")  # an evaluation: always
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "train step 10/100, loss 2.500, lr 1.00e-03, 1,234 tok/s, elapsed 0:10, ETA 1:30",
+        "train step 41/100, loss 2.000, lr 1.00e-03, 1,234 tok/s, elapsed 0:41, ETA 0:59",
+        "train step 50/100, loss 2.000, lr 1.00e-03, 1,234 tok/s, elapsed 0:50, ETA 0:50, "
+        "dev loss 1.750, dev exact_match 0.500 (step 50)",
+    ]
+
+
+def test_plain_progress_of_a_resumed_time_budget_counts_earlier_sessions():
+    from attnlab.training.progress import TrainingProgress
+
+    now = [0.0]
+    bar = TrainingProgress(total=1000, start=100, plain=True, interval_s=0.0, elapsed_before=500.0,
+                           time_budget_s=600.0, clock=lambda: now[0])
+    now[0] = 60.0
+    bar.step = 200  # 100 steps in 60 s: 800 steps left would take 480 s, but the budget has 40 s left
+    assert bar._eta_s(60.0) == pytest.approx(40.0)
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
+    """A run killed mid-write leaves half a line after its last checkpoint; the resumed log is the uninterrupted one."""
+    train(tmp_path / "full", tiny_run(steps=30, schedule="noam"), progress=False)
+    train(tmp_path / "part", tiny_run(steps=20, schedule="noam"), progress=False)
+    with (tmp_path / "part" / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 25, "split": "train", "loss": 1.0}\n{"step": 30, "spl')
+    train(tmp_path / "part", tiny_run(steps=30, schedule="noam"), resume=True, progress=False)
+
+    def train_records(run):  # (the 20-step leg had no dev evaluation at its last step, 20)
+        return [r for r in _records(run) if r["split"] == "train"]
+
+    assert train_records(tmp_path / "part") == train_records(tmp_path / "full")
+    assert [r["step"] for r in train_records(tmp_path / "part")] == [5, 10, 15, 20, 25, 30]
+
+
+def test_a_sweep_without_a_terminal_prints_its_runs_and_their_progress(tmp_path, capsys, monkeypatch):
+    from attnlab.experiments.sweep import Job, run_sweep
+
+    monkeypatch.setenv("ATTNLAB_PROGRESS_INTERVAL", "0")
+    run_sweep(tmp_path, [Job("tiny", tiny_run(steps=15).to_dict(), {"seed": 0})], workers=1, progress=True,
+              title="study")
+    err = capsys.readouterr().err
+    assert "study: 0/1 runs done" in err and "training tiny" in err and "study: 1/1 runs done" in err
+    assert "tiny step 5/15, loss" in err and "tiny step 15/15, loss" in err and "dev loss" in err
+
+
+# ------------------------------------------------------------------ CPUs without native bf16
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once_and_names_what_auto_picks(monkeypatch, capsys):
+    import attnlab.training.hardware as hardware
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(hardware, "_warned_emulated_bf16", False)
+    monkeypatch.setattr(hardware, "_cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("bf16", cpu) == "bf16"
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: precision bf16 is emulated on this CPU")
+    assert "precision auto would pick fp32" in warnings[0]
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("auto", cpu) == "fp32"
+    assert capsys.readouterr().err == ""
+
+    monkeypatch.setattr(hardware, "_warned_emulated_bf16", False)
+    monkeypatch.setattr(hardware, "_cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert capsys.readouterr().err == ""  # native: nothing to warn about
+
+
+def test_cpu_capability_reports_what_the_precision_choice_reads():
+    from attnlab.training.hardware import cpu_capability
+
+    capability = cpu_capability()
+    assert capability["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(capability["flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    if Path("/proc/cpuinfo").is_file():  # read here independently: the first "flags" line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.split(":")[0].strip() == "flags").split(":", 1)[1].split()
+        assert capability["flags"] == {name: name in flags for name in capability["flags"]}
+        assert capability["native_bf16"] == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if capability["native_bf16"] else "fp32")
+
+
+def test_the_cpu_is_recorded_in_a_run_shown_by_info_and_in_benchmark_json(tmp_path, capsys):
+    from attnlab.benchmarking import environment
+    from attnlab.cli import main
+    from attnlab.training.hardware import cpu_capability
+
+    train(tmp_path / "run", tiny_run(steps=5), progress=False)
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["cpu"] == cpu_capability()
+    assert main(["info", str(tmp_path / "run")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cpu"] == {"trained_on": cpu_capability(), "this_machine": cpu_capability()}
+    assert environment()["cpu"] == cpu_capability()

@@ -190,7 +190,13 @@ def set_threads(num_threads: int | None) -> int:
 
 
 def environment(device: str | torch.device | None = None) -> dict[str, Any]:
-    """What a reader needs to judge a timing: when, where, with what (on a CUDA ``device``, the card too)."""
+    """What a reader needs to judge a timing: when, where, with what (on a CUDA ``device``, the card too).
+
+    ``cpu`` is :func:`attnlab.training.hardware.cpu_capability`: the CPU model, PyTorch's SIMD level
+    and whether bf16 is native, so that numbers from different machines are never compared blindly.
+    """
+    from ..training.hardware import cpu_capability
+
     env = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
@@ -201,6 +207,7 @@ def environment(device: str | torch.device | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
+        "cpu": cpu_capability(),
     }
     if device is not None and torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

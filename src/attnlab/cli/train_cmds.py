@@ -268,12 +268,13 @@ def _corpus_options(options: dict) -> dict:
 
 @app.command()
 def info(run: Path = typer.Argument(..., help="run directory")):
-    """Describe a run: configuration, parameter count, training progress and final metrics.
+    """Describe a run: configuration, parameter count, training progress, final metrics and the CPUs.
 
     Example:
 
         attnlab info runs/reverse
     """
+    from ..training.hardware import cpu_capability
     from ..training.runs import load_run
 
     loaded = load_run(run)
@@ -295,7 +296,9 @@ def info(run: Path = typer.Argument(..., help="run directory")):
                      if train_records else None},
     }
     eval_path = run / "eval.json"
-    if eval_path.is_file():
-        final = json.loads(eval_path.read_text())
-        summary["eval"] = {k: v for k, v in final.items() if k not in ("by_length", "examples")}
+    final = json.loads(eval_path.read_text()) if eval_path.is_file() else {}
+    if final:
+        summary["eval"] = {k: v for k, v in final.items() if k not in ("by_length", "examples", "cpu")}
+    # The CPU decides what bf16 costs: the one the run trained on (recorded at its end) and this one.
+    summary["cpu"] = {"trained_on": final.get("cpu"), "this_machine": cpu_capability()}
     print(json.dumps(summary, indent=2))

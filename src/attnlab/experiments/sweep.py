@@ -10,6 +10,10 @@ are cached in ``probes.json`` beside ``eval.json``.
 Trainings run in up to ``workers`` processes (``spawn``, one PyTorch thread each, so two
 processes on two cores do not fight over threads); ``workers=1`` runs in this process.
 
+On a terminal one bar counts finished runs. Elsewhere (``nohup``, a batch job) each training
+prints its own plain progress lines, headed by its run's name, and the sweep a line as each
+run starts and ends (:mod:`attnlab.training.progress`).
+
     >>> outcome = run_sweep(Path("out"), jobs, workers=2)
     >>> outcome.trained, outcome.skipped          # names of runs trained now / already finished
 """
@@ -20,6 +24,8 @@ import json
 import os
 import shutil
 import statistics
+import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -77,8 +83,10 @@ def _curve(metrics_path: Path) -> list[list[float]]:
     return points
 
 
-def execute_job(job: Job, out_dir: str, threads: int | None = None) -> dict:
-    """Train (or resume) one job, measure its probes, and return its record. Runs in a worker."""
+def execute_job(job: Job, out_dir: str, threads: int | None = None, progress: bool = False) -> dict:
+    """Train (or resume) one job, measure its probes, and return its record. Runs in a worker.
+
+    ``progress``: the training's plain progress lines (a sweep without a terminal)."""
     import torch
 
     from ..training.config import RunConfig
@@ -92,7 +100,7 @@ def execute_job(job: Job, out_dir: str, threads: int | None = None) -> dict:
         resume = (run_dir / "checkpoints" / "latest.json").is_file()
         if not resume and run_dir.exists():
             shutil.rmtree(run_dir)  # started but never checkpointed: nothing worth keeping
-        train(run_dir, RunConfig.from_dict(job.run), resume=resume, progress=False)
+        train(run_dir, RunConfig.from_dict(job.run), resume=resume, progress=progress, progress_label=job.name)
     probes_path = run_dir / "probes.json"
     probes = json.loads(probes_path.read_text()) if probes_path.is_file() else {}
     missing = {name: options for name, options in job.probes.items() if name not in probes}
@@ -122,8 +130,18 @@ def run_sweep(out_dir: Path, jobs: list[Job], *, workers: int | None = None, pro
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..training.progress import format_duration, is_interactive
+
+    console = Console(stderr=True)
+    plain = progress and not is_interactive(console)  # no live bar: plain lines, from the sweep and its trainings
     bar = Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                   TimeElapsedColumn(), console=Console(stderr=True), disable=not progress)
+                   TimeElapsedColumn(), console=console, disable=not progress or plain)
+    clock_start = time.monotonic()
+
+    def say(text: str) -> None:
+        if plain:
+            print(f"{title}: {len(records)}/{len(jobs)} runs done, elapsed "
+                  f"{format_duration(time.monotonic() - clock_start)}; {text}", file=sys.stderr, flush=True)
 
     def started(job: Job) -> None:
         global trainings_started
@@ -131,14 +149,20 @@ def run_sweep(out_dir: Path, jobs: list[Job], *, workers: int | None = None, pro
             trainings_started += 1
             if on_train_start:
                 on_train_start(job)
+            say(f"training {job.name}")
+
+    def finished(job: Job, record: dict) -> None:
+        records[job.name] = record
+        bar.update(task, advance=1, description=f"done: {job.name}")
+        say(f"done: {job.name}")
 
     with bar:
         task = bar.add_task(f"{len(skipped)} already finished", total=len(jobs))
+        say(f"{len(skipped)} already finished, {len(trained)} to train with {workers} worker(s)")
         if workers == 1:
             for job in jobs:
                 started(job)
-                records[job.name] = execute_job(job, str(out_dir))
-                bar.update(task, advance=1, description=f"done: {job.name}")
+                finished(job, execute_job(job, str(out_dir), progress=plain))
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
                 pending = {}
@@ -147,10 +171,9 @@ def run_sweep(out_dir: Path, jobs: list[Job], *, workers: int | None = None, pro
                     while queue and len(pending) < workers:
                         job = queue.pop(0)
                         started(job)
-                        pending[pool.submit(execute_job, job, str(out_dir), 1)] = job
+                        pending[pool.submit(execute_job, job, str(out_dir), 1, plain)] = job
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         job = pending.pop(future)
-                        records[job.name] = future.result()
-                        bar.update(task, advance=1, description=f"done: {job.name}")
+                        finished(job, future.result())
     return SweepOutcome([records[name] for name in names], trained, skipped)

@@ -31,7 +31,7 @@ from ..files import atomic_write_text
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig
 from .evaluation import evaluate
-from .hardware import autocast, keep_freed_memory, resolve_device, resolve_precision
+from .hardware import autocast, cpu_capability, keep_freed_memory, resolve_device, resolve_precision
 from .runs import build_model, write_config
 from .schedule import budget_used, learning_rate
 
@@ -121,36 +121,42 @@ class BatchStream:
 
 
 class _MetricsLog:
-    """metrics.jsonl: one JSON object per line, truncated back to a checkpoint on resume."""
+    """metrics.jsonl: one JSON object per line, appended (and flushed) as each record is logged, so that
+    ``tail -f`` follows a run; a resumed run first cuts it back to its checkpoint's step."""
 
     def __init__(self, path: Path, resume_step: int | None, *, enabled: bool = True):
         self.path = path
         self.enabled = enabled  # only rank 0 of a distributed run writes
-        self.pending: list[str] = []
         if not enabled:
             return
         if resume_step is None:
             atomic_write_text(path, "")
         else:
             kept = [line for line in (path.read_text().splitlines() if path.exists() else [])
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+                    if _logged_step(line) is not None and _logged_step(line) <= resume_step]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def add(self, record: dict) -> None:
-        self.pending.append(json.dumps(record))
+        if self.enabled:
+            with self.path.open("a") as handle:  # one write per record; closing flushes it to the file
+                handle.write(json.dumps(record) + "\n")
 
-    def flush(self) -> None:
-        if self.pending and self.enabled:
-            with self.path.open("a") as handle:
-                handle.write("".join(line + "\n" for line in self.pending))
-            self.pending.clear()
+
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a blank line or the torn last line of a killed run."""
+    try:
+        return json.loads(line)["step"] if line.strip() else None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progress: bool = True,
-          data: TaskData | None = None, on_log=None) -> dict | None:
+          data: TaskData | None = None, on_log=None, progress_label: str = "train") -> dict | None:
     """Train (or resume) the run in ``run_dir``; return the final evaluation dict.
 
-    ``data`` may be given to reuse an already-loaded task (tests, experiments).
+    ``data`` may be given to reuse an already-loaded task (tests, experiments). ``progress``
+    shows a bar on a terminal and plain lines elsewhere (:mod:`attnlab.training.progress`),
+    headed ``progress_label``.
     Started by torchrun, every rank trains its shard of each batch; rank 0
     returns the evaluation and the other ranks return None.
     """
@@ -160,14 +166,14 @@ def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progres
     keep_freed_memory()
     try:
         return _train(run_dir, run_config, context, device, resume=resume, progress=progress, data=data,
-                      on_log=on_log)
+                      on_log=on_log, progress_label=progress_label)
     finally:
         keep_freed_memory(False)  # the rest of the process (tests, notebooks) gets glibc's defaults back
         distributed.cleanup(context)
 
 
 def _train(run_dir: Path, run_config: RunConfig, context: "distributed.DistributedContext", device: torch.device, *,
-           resume: bool, progress: bool, data: TaskData | None, on_log) -> dict | None:
+           resume: bool, progress: bool, data: TaskData | None, on_log, progress_label: str) -> dict | None:
     config = run_config.train
     main = context.is_main
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -203,7 +209,9 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
 
     from .progress import TrainingProgress  # rich is only needed while training
 
-    bar = TrainingProgress(total=config.steps, start=step, enabled=progress and main)
+    bar = TrainingProgress(total=config.steps, start=step, enabled=progress and main, label=progress_label,
+                           elapsed_before=trained_s,
+                           time_budget_s=None if config.max_minutes is None else 60 * config.max_minutes)
     stream = BatchStream.for_config(data.train, config, epoch=epoch, index=batch_index)
     started = time.perf_counter() - trained_s
     elapsed = trained_s  # rank 0's clock, shared by every rank: the schedule and the stop must agree
@@ -241,6 +249,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 model.train()
                 log.add({"step": step, "split": "dev", **scores["summary"]})
                 bar.note(step, scores["summary"], data.metric)
+            bar.tick(step)
             elapsed = time.perf_counter() - started
             if context.enabled and config.max_minutes is not None:  # rank 0's clock decides for every rank
                 clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
@@ -248,22 +257,21 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 elapsed = clock.item()
             out_of_time = config.max_minutes is not None and elapsed > 60 * config.max_minutes
             if (step % config.checkpoint_every == 0 or step == config.steps or out_of_time) and main:
-                log.flush()
                 checkpoint.save_checkpoint(run_dir, step, model, optimizer,
                                            {"epoch": stream.epoch, "batch_index": stream.index,
                                             "train_seconds": elapsed})
             if out_of_time:
                 stopped_early = True
                 break
-    log.flush()
     distributed.barrier(context)  # the last checkpoint is complete before any rank leaves
     if not main:
         return None
     result = evaluate(model, data.test, data, device=device, breakdown=True)
     result["summary"].update({"steps": step, "epochs": round(stream.epochs, 3),
                               "train_minutes": round((time.perf_counter() - started) / 60, 3),
-                              "stopped_early": stopped_early, "precision": precision, "parameters": sum(p.numel() for p in model.parameters()),
-                              "world_size": context.world_size})
+                              "stopped_early": stopped_early, "precision": precision,
+                              "parameters": sum(p.numel() for p in model.parameters()),
+                              "world_size": context.world_size, "cpu": cpu_capability()})
     atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
-                                                                    "examples": result["examples"]}, indent=2))
+                                                         "examples": result["examples"]}, indent=2))
     return result
