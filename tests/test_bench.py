@@ -7,6 +7,7 @@ import pytest
 from attnlab.cli import main
 from attnlab.benchmarking import model_flops_per_step, random_batch
 from attnlab.core.model import TransformerConfig
+from contract import check_bad_input
 
 
 def test_quick_bench_writes_every_section_with_positive_timings_and_a_plot(tmp_path, capsys):
@@ -32,8 +33,11 @@ def test_quick_bench_writes_every_section_with_positive_timings_and_a_plot(tmp_p
 @pytest.mark.parametrize("args, message", [(["--only", "nonsense"], "--only"), (["--threads", "0"], "--threads"),
                                            (["--device", "tpu"], "--device")])
 def test_bad_bench_options_exit_2_and_write_nothing(tmp_path, capsys, args, message):
-    assert main(["bench", "--quick", "--out", str(tmp_path / "bench"), *args]) == 2
-    assert message in capsys.readouterr().err and not (tmp_path / "bench").exists()
+    def bench():
+        code = main(["bench", "--quick", "--out", str(tmp_path / "bench"), *args])
+        return code, capsys.readouterr().err
+
+    check_bad_input(bench, message, watch=[tmp_path])
 
 
 def test_random_batches_follow_the_data_pipeline_layout_and_flops_grow_with_length():

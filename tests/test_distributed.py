@@ -18,26 +18,44 @@ from attnlab.training.distributed import DistributedContext, from_environment, s
 from attnlab.core.model import TransformerConfig
 from attnlab.training.config import RunConfig, TrainConfig
 from attnlab.training.runs import load_run
-from attnlab.training.trainer import train
+from contract import check_bad_input
 
 TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
                   num_decoder_layers=1, d_ff=64, dropout=0.0)
 
-# Run a RunConfig (as JSON) with attnlab.training.trainer.train: what each torchrun rank executes.
+# Run a RunConfig (as JSON) with attnlab.training.trainer.train: what each torchrun rank executes (and, alone,
+# the single-process reference). Rank 0 also saves the gradients of step 1 as train_step left them (DDP's
+# all-reduced mean): weights after AdamW hide a uniform gradient-scale error, the gradients do not.
 RANK_SCRIPT = """
-import json, sys
+import json, os, sys
 from pathlib import Path
+from safetensors.torch import save_file
 from attnlab.training.config import RunConfig
-from attnlab.training.trainer import train
-train(Path(sys.argv[1]), RunConfig.from_dict(json.loads(Path(sys.argv[2]).read_text())), progress=False)
+import attnlab.training.trainer as trainer
+run_dir, config_path, gradients_path = (Path(arg) for arg in sys.argv[1:4])
+plain_step = trainer.train_step
+
+def first_step_saving_gradients(model, *args, **kwargs):
+    loss = plain_step(model, *args, **kwargs)
+    trainer.train_step = plain_step  # steps 2, 3, ... run untouched
+    if os.environ.get("RANK", "0") == "0":
+        module = getattr(model, "module", model)  # DDP wraps the model
+        save_file({name: p.grad.contiguous() for name, p in module.named_parameters() if p.grad is not None},
+                  str(gradients_path))
+    return loss
+
+trainer.train_step = first_step_saving_gradients
+trainer.train(run_dir, RunConfig.from_dict(json.loads(config_path.read_text())), progress=False)
 """
 
 
 def tiny_run(steps):
     # 15 sentences per global batch: the two ranks get 7 and 8 rows, so the loss normalisation matters;
-    # label smoothing on; noam does not depend on the total step count (resume may extend a run).
+    # label smoothing on; noam does not depend on the total step count (resume may extend a run);
+    # no gradient clipping, which would scale a wrongly scaled gradient back to the same norm.
     train_config = TrainConfig(steps=steps, batch_size=15, lr=3e-3, schedule="noam", warmup=5, label_smoothing=0.1,
-                               eval_every=1000, checkpoint_every=3, log_every=2, eval_examples=10, device="cpu")
+                               eval_every=1000, checkpoint_every=3, log_every=2, eval_examples=10, device="cpu",
+                               grad_clip=0.0)
     return RunConfig(model=TransformerConfig(**TINY_MODEL), train=train_config, task="copy",
                      task_options={"num_train": 200, "num_test": 10, "train_lengths": (1, 6), "test_lengths": (1, 6)})
 
@@ -46,13 +64,19 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _gradients_path(run_dir):
+    return Path(run_dir).with_name(Path(run_dir).name + "-step1-gradients.safetensors")
+
+
 def _torchrun_train(tmp_path, run_dir, run_config, nproc=2):
+    """Train on ``nproc`` torchrun ranks; ``nproc=1`` is one plain process (no torchrun, no process group)."""
     config_path = tmp_path / f"{Path(run_dir).name}.json"
     config_path.write_text(json.dumps(run_config.to_dict()))
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               str(script), str(run_dir), str(config_path)]
+    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                    "--nproc-per-node", str(nproc)]
+    command = [*launcher, str(script), str(run_dir), str(config_path), str(_gradients_path(run_dir))]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -79,7 +103,12 @@ def distributed_run(tmp_path_factory):
 
 
 def test_two_gloo_ranks_give_the_weights_of_one_process_on_the_global_batch(distributed_run, tmp_path):
-    train(tmp_path / "single", tiny_run(12), progress=False)
+    _torchrun_train(tmp_path, tmp_path / "single", tiny_run(12), nproc=1)
+    ddp_gradients, single_gradients = (load_file(str(_gradients_path(run))) for run in (distributed_run,
+                                                                                         tmp_path / "single"))
+    assert ddp_gradients.keys() == single_gradients.keys()
+    for name, gradient in single_gradients.items():  # step 1, before the optimiser: the global batch's gradient
+        torch.testing.assert_close(ddp_gradients[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
     ddp_weights, single_weights = distributed_run / "model.safetensors", tmp_path / "single" / "model.safetensors"
     assert _max_difference(ddp_weights, single_weights, skip=ZERO_GRADIENT) < 1e-5
     ddp_model, single_model = load_run(distributed_run).model, load_run(tmp_path / "single").model
@@ -88,9 +117,9 @@ def test_two_gloo_ranks_give_the_weights_of_one_process_on_the_global_batch(dist
         torch.testing.assert_close(ddp_model(src, tgt), single_model(src, tgt), atol=1e-5, rtol=0)
     ddp_log = [json.loads(line) for line in (distributed_run / "metrics.jsonl").read_text().splitlines()]
     single_log = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in ddp_log] == [2, 4, 6, 8, 10, 12]  # written once, by rank 0 only
-    for ours, theirs in zip(ddp_log, single_log):  # the logged loss is the global batch's mean
-        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+    assert [r["step"] for r in ddp_log] == [r["step"] for r in single_log] == [2, 4, 6, 8, 10, 12]  # rank 0 only
+    for ours, theirs in zip(ddp_log, single_log, strict=True):  # the logged loss is the global batch's mean
+        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-5) and ours["lr"] == theirs["lr"]
     assert json.loads((distributed_run / "eval.json").read_text())["world_size"] == 2
 
 
@@ -110,13 +139,14 @@ def test_distributed_resume_through_the_cli_matches_an_uninterrupted_distributed
 def test_cli_nproc_rejects_bad_input_before_launching(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "attnlab", "train", "--task", "copy", "--out", str(tmp_path / "taken"),
-                           "--nproc", "2"], capture_output=True, text=True, timeout=120, env=_env())
-    assert proc.returncode == 2 and "already exists" in proc.stderr and "launching" not in proc.stderr
-    assert (tmp_path / "taken" / "file").read_text() == "x"
-    proc = subprocess.run([sys.executable, "-m", "attnlab", "train", "--task", "copy", "--out", str(tmp_path / "new"),
-                           "--nproc", "0"], capture_output=True, text=True, timeout=120, env=_env())
-    assert proc.returncode == 2 and "--nproc" in proc.stderr and not (tmp_path / "new").exists()
+
+    def train_on_two_ranks(out, nproc):
+        proc = subprocess.run([sys.executable, "-m", "attnlab", "train", "--task", "copy", "--out", str(out),
+                               "--nproc", str(nproc)], capture_output=True, text=True, timeout=120, env=_env())
+        return proc.returncode, proc.stderr  # one line only: no "launching: torchrun ..." before it
+
+    check_bad_input(lambda: train_on_two_ranks(tmp_path / "taken", 2), "already exists", watch=[tmp_path])
+    check_bad_input(lambda: train_on_two_ranks(tmp_path / "new", 0), "--nproc", watch=[tmp_path])
 
 
 def test_each_rank_takes_a_contiguous_block_of_rows_and_an_empty_rank_gets_a_zero_weight_filler():

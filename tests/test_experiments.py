@@ -10,6 +10,7 @@ from attnlab.cli import main
 from attnlab.experiments import architectures_study, blocks_study, pe_study, summarize
 from attnlab.experiments import sweep
 from attnlab.experiments.report import COLUMN_FORMATS, format_cell
+from contract import check_bad_input
 
 TINY_PE = dict(tasks=["reverse"], encodings=["learned", "none"], seeds=2, steps=20, num_train=400)
 TINY_BLOCKS = dict(encoder_layers=[1, 2], seeds=2, steps=10, num_pairs=200)
@@ -129,11 +130,11 @@ def test_architectures_study_compares_both_models_and_times_them(tmp_path):
     (["experiment", "architectures", "--workers", "0"], "--workers must be >= 1"),
 ])
 def test_bad_input_is_one_clear_error_and_exit_2(tmp_path, capsys, argv, message):
-    out = tmp_path / "study"
-    assert main(argv + ["--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and message in err
-    assert not out.exists()
+    def study():
+        code = main(argv + ["--out", str(tmp_path / "study")])
+        return code, capsys.readouterr().err
+
+    check_bad_input(study, message, watch=[tmp_path])
 
 
 def test_every_experiment_command_shows_an_example_in_help(capsys):

