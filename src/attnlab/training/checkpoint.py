@@ -320,7 +320,7 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
             problems.append(str(error))
             continue
         if problems:
-            warn(f"warning: {'; '.join(problems)}; resuming from the previous checkpoint {directory} "
-                 f"(step {state['step']}) instead")
+            warn(f"warning: {'; '.join(problems)}; resuming from {directory} (step {state['step']}), "
+                 "the newest readable checkpoint, instead")
         return state
     raise CheckpointError(f"no readable checkpoint in {root}: " + "; ".join(problems))
