@@ -85,8 +85,6 @@ def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, messa
                     watch=[tmp_path])  # nothing half-written
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: click/typer print a usage error as 5 lines (Usage:, Try ..., a boxed "
-                   "'Error' panel), not one 'error:' line; attnlab.cli.main should catch click.UsageError itself")
 def test_unknown_option_is_a_usage_error_with_exit_2(capsys, tmp_path):
     check_bad_input(lambda: status_and_stderr(capsys, "train", "--bogus", "--out", tmp_path / "run"),
                     "No such option: --bogus", watch=[tmp_path])

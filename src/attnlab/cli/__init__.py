@@ -27,18 +27,26 @@ app = typer.Typer(
 def _register() -> None:
     # Importing a command module registers its commands on `app` (in this order in --help).
     from . import data_cmds, run_cmds, train_cmds, experiment_cmds, bench_cmds  # noqa: F401
+    from . import explain_cmds  # noqa: F401  (experiment explain / heads)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status.
 
-    typer/click report usage errors themselves (exit status 2); errors raised
-    by attnlab for bad input (ValueError and friends) become one line here.
+    Usage errors that click finds (an unknown option, a missing value) and errors
+    raised by attnlab for bad input (ValueError and friends) both become one
+    ``error:`` line and exit status 2 here.
     """
     _register()
+    command = typer.main.get_command(app)
     try:
-        app(args=argv, prog_name="attnlab")
-    except SystemExit as done:  # click's standalone mode always ends this way
+        result = command.main(args=argv, prog_name="attnlab", standalone_mode=False)
+    except typer.Exit as done:  # fail() and --help end this way; the message is already printed
+        return done.exit_code
+    except typer.Abort:
+        echo_error("interrupted")
+        return 130
+    except SystemExit as done:
         code = done.code
         return code if isinstance(code, int) else (0 if code is None else EXIT_BAD_INPUT)
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as error:
@@ -50,7 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         echo_error("interrupted")
         return 130
-    return 0
+    except Exception as error:  # click's usage errors share no base class with attnlab's across typer versions
+        if not _is_usage_error(error):
+            raise
+        return _report_usage_error(error)
+    return result if isinstance(result, int) else 0
+
+
+def _is_usage_error(error: BaseException) -> bool:
+    """A click usage error (an unknown option, a bad value), from click itself or typer's copy of it."""
+    return hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None), int)
+
+
+def _report_usage_error(error) -> int:
+    """One ``error:`` line, naming the --help to read; ``attnlab`` alone shows the help."""
+    context = getattr(error, "ctx", None)
+    if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+        print(context.get_help())
+        return 0
+    path = context.command_path if context is not None else "attnlab"
+    echo_error(f"{' '.join(error.format_message().split())} (see '{path} --help')")
+    return EXIT_BAD_INPUT
 
 
 def run() -> None:
