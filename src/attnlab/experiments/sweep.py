@@ -117,7 +117,6 @@ def execute_job(job: Job, out_dir: str, threads: int | None = None, progress: bo
 def run_sweep(out_dir: Path, jobs: list[Job], *, workers: int | None = None, progress: bool = True,
               title: str = "experiment", on_train_start: Callable[[Job], None] | None = None) -> SweepOutcome:
     """Run every job (skipping finished ones), ``workers`` at a time, with one overall progress bar."""
-    global trainings_started
     out_dir = Path(out_dir)
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -19,6 +20,9 @@ from ..core.model import Transformer
 from ..files import atomic_write_text
 from .checkpoint import CheckpointError, load_weights
 from .config import RunConfig
+
+if TYPE_CHECKING:
+    from ..data import Codec
 
 __all__ = ["build_model", "write_config", "read_config", "load_run", "LoadedRun"]
 
@@ -50,8 +54,8 @@ class LoadedRun:
     path: Path
     config: RunConfig
     model: nn.Module
-    source: "Codec"  # noqa: F821
-    target: "Codec"  # noqa: F821
+    source: Codec
+    target: Codec
 
 
 def load_run(run_dir: Path, device="cpu") -> LoadedRun:
