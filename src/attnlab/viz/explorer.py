@@ -3,10 +3,10 @@
 ``GET /`` serves the same page and script as attention.html (:mod:`attnlab.viz.html`) with a form
 added: text, optional forced target, beam width. The form posts to ``POST /api/attention`` and
 redraws the head view and model view from the answer. ``GET /api/info`` describes the model;
-``GET /openapi.json`` is the API's OpenAPI schema and ``GET /docs`` a plain page made from it.
-FastAPI's own Swagger UI and ReDoc pages are off: they load their scripts from a CDN, and the
-explorer makes no request outside this machine (the only package shipping Swagger UI, swagger-ui-bundle
-1.1.0, carries Swagger UI 4, which cannot read the OpenAPI 3.1 schema FastAPI writes).
+``GET /openapi.json`` is the API's schema and ``GET /docs`` shows it in Swagger UI, whose script comes
+from the fastapi-offline package and is served by the app itself (FastAPI's default page loads it from
+a CDN). Swagger UI's online validator is off, and so is ReDoc, which loads its logo from its CDN: the
+explorer makes no request outside this machine.
 
 The app never touches a model itself: it calls ``analyze(text, target, beam)``, which returns an
 attention.json dict plus ``"translation"`` (or raises ``ValueError`` for input it refuses).
@@ -19,7 +19,6 @@ not safe to share between threads.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import socket
@@ -30,6 +29,7 @@ from typing import Callable, Iterator, Optional
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from ..document import to_jsonable, validate_attention_doc
@@ -107,8 +107,8 @@ def create_app(
     """
     info = dict(info or {})
     lock = threading.Lock()
-    app = FastAPI(title=title, description="Attention of an attnlab model, one sentence at a time.",
-                  docs_url=None, redoc_url=None)  # Swagger UI and ReDoc come from a CDN: see /docs below
+    app = FastAPIOffline(title=title, description="Attention of an attnlab model, one sentence at a time.",
+                         redoc_url=None, swagger_ui_parameters={"validatorUrl": None})  # both would call out
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     page = render_page(None, title=title, explorer={
         "api": API_PATH, "max_beam": max_beam, "max_chars": max_chars,
@@ -118,10 +118,6 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"X-Content-Type-Options": "nosniff"})
-
-    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return HTMLResponse(api_page(app.openapi()), headers={"X-Content-Type-Options": "nosniff"})
 
     @app.get("/api/info")
     def api_info() -> dict:
@@ -158,37 +154,6 @@ def create_app(
         return Response(json.dumps(doc, ensure_ascii=False, allow_nan=False), media_type="application/json")
 
     return app
-
-
-def api_page(schema: dict) -> str:
-    """A self-contained HTML page listing each endpoint of an OpenAPI ``schema``: no script, no CDN.
-
-    >>> page = api_page(app.openapi())   # "POST /api/attention — Attention ..." and a link to /openapi.json
-    """
-    esc = html.escape
-    rows = []
-    for path, methods in schema.get("paths", {}).items():
-        for method, operation in methods.items():
-            fields = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
-            body = f" (JSON body: <code>{esc(fields['$ref'].rsplit('/', 1)[-1])}</code>)" if "$ref" in fields else ""
-            answers = ", ".join(f"{esc(code)} {esc(answer.get('description', ''))}"
-                                for code, answer in operation.get("responses", {}).items())
-            rows.append(f"<li><code>{esc(method.upper())} {esc(path)}</code>{body}: "
-                        f"{esc(operation.get('description') or operation.get('summary', ''))}"
-                        f"<br><small>answers: {answers}</small></li>")
-    models = schema.get("components", {}).get("schemas", {})
-    fields = "".join(
-        f"<li><code>{esc(name)}</code>: " + ", ".join(
-            f"<code>{esc(field)}</code> {esc(spec.get('description', ''))}"
-            for field, spec in model.get("properties", {}).items()) + "</li>"
-        for name, model in models.items() if not name.endswith("Error"))
-    info = schema.get("info", {})
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(info.get('title', 'API'))} API</title>"
-            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.5}</style></head>"
-            f"<body><h1>{esc(info.get('title', 'API'))}: API</h1><p>{esc(info.get('description', ''))}</p>"
-            f"<ul>{''.join(rows)}</ul><h2>Bodies</h2><ul>{fields}</ul>"
-            "<p>The full schema: <a href='/openapi.json'>/openapi.json</a> (OpenAPI "
-            f"{esc(schema.get('openapi', ''))}).</p></body></html>")
 
 
 def _checked_text(value: str, name: str, max_chars: int) -> str:
