@@ -47,7 +47,7 @@ def test_built_document_has_the_current_version_canonical_order_and_rounded_weig
                {"kind": "encoder_self", "layer": 1, "weights": np.full((1, 3, 3), third)},
                {"kind": "encoder_self", "layer": 0, "weights": np.full((1, 3, 3), third)}]
     doc = build_document(SOURCE, TARGET, entries, translation="le chat")
-    assert doc["version"] == document.VERSION == 1
+    assert doc["version"] == document.VERSION == 2
     assert [(e["kind"], e["layer"]) for e in doc["attention"]] == [
         ("encoder_self", 0), ("encoder_self", 1), ("decoder_self", 0), ("cross", 0)]
     assert doc["attention"][0]["weights"][0][0] == [0.333333] * 3  # DIGITS = 6 decimals
@@ -94,13 +94,13 @@ def test_a_document_without_version_is_version_1_and_still_loads(doc, tmp_path):
     path = tmp_path / "attention.json"
     path.write_text(json.dumps(old), encoding="utf-8")
     loaded = read_document(path)
-    assert loaded["version"] == 1 and loaded["attention"] == old["attention"]
+    assert loaded["version"] == 2 and loaded["attention"] == old["attention"]  # upgraded: v2 only adds fields
     assert "version" not in old  # upgrade copies, never edits the caller's dict
-    assert upgrade(old) == {**old, "version": 1}
+    assert upgrade(old) == {**old, "version": 2}
 
 
 def test_unknown_version_is_refused_by_name(doc):
-    rejected({**doc, "version": 99}, r"unknown attention document version 99; this attnlab reads versions 1 to 1")
+    rejected({**doc, "version": 99}, r"unknown attention document version 99; this attnlab reads versions 1 to 2")
 
 
 @pytest.mark.parametrize("version", ["1", 1.0, True, None])
@@ -125,9 +125,10 @@ def test_optional_fields_have_their_type_and_unregistered_fields_are_kept(doc):
     validate_attention_doc({**doc, "annotated_by": "a notebook"})
 
 
-def test_a_field_of_a_later_version_is_refused_in_an_earlier_one(doc, monkeypatch):
-    monkeypatch.setitem(document.OPTIONAL_FIELDS, "explanations", (2, lambda name, value: None))
-    rejected({**doc, "explanations": []}, "explanations belongs to version 2 documents, but this one is version 1")
+def test_a_field_of_a_later_version_is_refused_in_an_earlier_one(doc):
+    validate_attention_doc({**doc, "explanations": []})
+    rejected({**doc, "version": 1, "explanations": []},
+             "explanations belongs to version 2 documents, but this one is version 1")
 
 
 # --------------------------------------------------------------------------- one malformed field at a time

@@ -34,10 +34,21 @@ them and a check; :data:`UPGRADES` turns a version-n document into version n+1, 
 :func:`upgrade` brings any older document to :data:`VERSION`. Fields nobody registered are
 kept and not checked, so a tool may annotate a document.
 
+Version 2 adds two optional fields:
+
+* ``decoding`` — how the target was generated, step by step: ``{"strategy": "greedy" | "beam" |
+  "forced", "beam_size": K, "steps": [{"t", "token", "top_k": [{"token", "prob"}, ...],
+  "hypotheses": [{"tokens", "score", "finished", "winner_prefix", "final_score"?}, ...]}, ...],
+  "winner": i}``. One step per row of the target: step t reads ``target_tokens[t]`` (the decoder
+  input, ``<bos>`` first) and emits ``token`` (``target_tokens[t+1]``, ``<eos>`` at the end), so
+  row t of ``cross`` and ``decoder_self`` is what step t computed.
+* ``explanations`` — relevance maps other than raw attention: ``[{"method", "kind", "layer",
+  "matrix" [query][key], "note"?, "completeness_error"?}, ...]``.
+
     >>> doc = build_document(["a", "b"], None, [{"kind": "encoder_self", "layer": 0,
     ...                                          "weights": [[[0.5, 0.5], [0.25, 0.75]]]}])
     >>> validate_attention_doc(doc); doc["version"]
-    1
+    2
 """
 
 from __future__ import annotations
@@ -51,12 +62,13 @@ import numpy as np
 
 __all__ = [
     "VERSION", "SUPPORTED_VERSIONS", "KINDS", "KIND_SIDES", "DIGITS", "ROW_SUM_TOLERANCE",
-    "OPTIONAL_FIELDS", "UPGRADES",
+    "OPTIONAL_FIELDS", "UPGRADES", "STRATEGIES", "EXPLANATION_METHODS", "MAX_TOP_K",
+    "check_decoding", "check_explanations",
     "build_document", "validate_attention_doc", "document_version", "upgrade",
     "kind_tokens", "weights_by_kind", "to_jsonable", "to_json", "read_document", "synthetic_attention_doc",
 ]
 
-VERSION = 1  # the version build_document writes
+VERSION = 2  # the version build_document writes
 KINDS = ("encoder_self", "decoder_self", "cross")  # in the order documents list them
 # Which token list plays query (rows) and key (columns) for each kind.
 KIND_SIDES = {
@@ -68,18 +80,118 @@ DIGITS = 6  # decimals kept of each weight
 ROW_SUM_TOLERANCE = 1e-5  # |Σ_j α_ij − 1| allowed before rounding; rounding adds ½·10⁻⁶ per key
 
 
-def _check_string(name: str, value: Any) -> None:
+def _check_string(name: str, value: Any, doc: Mapping | None = None) -> None:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {type(value).__name__}")
 
 
-# Top-level fields beyond tokens and attention: name → (version that introduced it, check(name, value)).
-OPTIONAL_FIELDS: dict[str, tuple[int, Callable[[str, Any], None]]] = {
+STRATEGIES = ("greedy", "beam", "forced")
+EXPLANATION_METHODS = ("rollout", "flow", "grad_x_input", "integrated_gradients", "value_norm", "raw")
+MAX_TOP_K = 10
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def check_decoding(name: str, value: Any, doc: Mapping) -> None:
+    """``decoding``: one step per target row, each with its emitted token and top-k; beam hypotheses."""
+    _require(isinstance(value, dict), f"{name} must be an object, got {type(value).__name__}")
+    strategy, beam_size, steps = value.get("strategy"), value.get("beam_size"), value.get("steps")
+    _require(strategy in STRATEGIES, f"{name}.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    _require(isinstance(beam_size, int) and not isinstance(beam_size, bool) and beam_size >= 1,
+             f"{name}.beam_size must be an integer >= 1, got {beam_size!r}")
+    _require(isinstance(steps, list), f"{name}.steps must be a list, got {type(steps).__name__}")
+    rows = len(doc.get("target_tokens") or [])
+    _require(len(steps) == rows, f"{name}.steps has {len(steps)} steps but target_tokens has {rows} rows "
+                                 "(one step per decoder row)")
+    for t, step in enumerate(steps):
+        where = f"{name}.steps[{t}]"
+        _require(isinstance(step, dict) and step.get("t") == t, f"{where} must be an object with t = {t}")
+        _require(isinstance(step.get("token"), str), f"{where}.token must be a string")
+        top_k = step.get("top_k")
+        _require(isinstance(top_k, list) and 0 < len(top_k) <= MAX_TOP_K,
+                 f"{where}.top_k must be a list of 1 to {MAX_TOP_K} {{token, prob}} entries")
+        probs = []
+        for entry in top_k:
+            _require(isinstance(entry, dict) and isinstance(entry.get("token"), str) and _number(entry.get("prob"))
+                     and 0.0 <= entry["prob"] <= 1.0, f"{where}.top_k: each entry needs a token and a prob in [0, 1]")
+            probs.append(entry["prob"])
+        _require(all(a >= b for a, b in zip(probs, probs[1:])), f"{where}.top_k must be sorted by prob, largest first")
+        _require(sum(probs) <= 1.0 + ROW_SUM_TOLERANCE + len(probs) * 10.0**-DIGITS,
+                 f"{where}.top_k probabilities sum to {sum(probs):.6g} > 1")
+        hypotheses = step.get("hypotheses")
+        _require((hypotheses is not None) == (strategy == "beam"),
+                 f"{where}: hypotheses belong to beam search steps and only to them (strategy {strategy!r})")
+        for i, hypothesis in enumerate(hypotheses or []):
+            spot = f"{where}.hypotheses[{i}]"
+            _require(isinstance(hypothesis, dict), f"{spot} must be an object")
+            tokens = hypothesis.get("tokens")
+            _require(isinstance(tokens, list) and all(isinstance(x, str) for x in tokens),
+                     f"{spot}.tokens must be a list of strings")
+            _require(_number(hypothesis.get("score")) and hypothesis["score"] <= ROW_SUM_TOLERANCE,
+                     f"{spot}.score must be a log-probability (a finite number <= 0)")
+            for flag in ("finished", "winner_prefix"):
+                _require(isinstance(hypothesis.get(flag), bool), f"{spot}.{flag} must be true or false")
+            if "final_score" in hypothesis:
+                _require(_number(hypothesis["final_score"]), f"{spot}.final_score must be a finite number")
+    if strategy == "beam":
+        final = (steps[-1].get("hypotheses") if steps else None) or []
+        winner = value.get("winner")
+        _require(isinstance(winner, int) and not isinstance(winner, bool) and 0 <= winner < len(final),
+                 f"{name}.winner must index the final step's {len(final)} hypotheses, got {winner!r}")
+    else:
+        _require("winner" not in value, f"{name}.winner belongs to beam search (strategy {strategy!r})")
+
+
+def check_explanations(name: str, value: Any, doc: Mapping) -> None:
+    """``explanations``: ``[{method, kind, layer, matrix [query][key], note?, completeness_error?}]``."""
+    _require(isinstance(value, list), f"{name} must be a list, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        _require(isinstance(item, dict), f"{where} must be an object, got {type(item).__name__}")
+        method, kind, layer = item.get("method"), item.get("kind"), item.get("layer")
+        _require(method in EXPLANATION_METHODS,
+                 f"{where}.method must be one of {', '.join(EXPLANATION_METHODS)}, got {method!r}")
+        _require(kind in KINDS, f"{where}.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        _require(layer is None or (isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0),
+                 f"{where}.layer must be null or an integer >= 0, got {layer!r}")
+        queries, keys = kind_tokens(doc, kind)
+        try:
+            matrix = np.asarray(item.get("matrix"), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}.matrix must be a numeric [query][key] array with rows of equal length") from None
+        _require(matrix.shape == (len(queries), len(keys)),
+                 f"{where}.matrix shape {matrix.shape} does not match ({len(queries)} queries, {len(keys)} keys) of {kind}")
+        _require(bool(np.all(np.isfinite(matrix))), f"{where}.matrix contains NaN or infinity")
+        if "note" in item:
+            _check_string(f"{where}.note", item["note"])
+        if "completeness_error" in item:
+            _require(_number(item["completeness_error"]), f"{where}.completeness_error must be a finite number")
+
+
+# Top-level fields beyond tokens and attention: name → (version that introduced it,
+# check(name, value, doc)); doc is the whole document, for checks across fields.
+OPTIONAL_FIELDS: dict[str, tuple[int, Callable[[str, Any, Mapping], None]]] = {
     "translation": (1, _check_string),
     "source_text": (1, _check_string),
+    "decoding": (2, check_decoding),
+    "explanations": (2, check_explanations),
 }
+
+
+def _version_1_to_2(doc: dict) -> dict:
+    """Version 2 only adds optional fields: a version-1 document is already a valid version 2."""
+    return {**doc, "version": 2}
+
+
 # UPGRADES[n](doc) returns the version n+1 form of a version-n document (a new dict).
-UPGRADES: dict[int, Callable[[dict], dict]] = {}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _version_1_to_2}
 SUPPORTED_VERSIONS = tuple(range(1, VERSION + 1))
 
 
@@ -105,7 +217,7 @@ def upgrade(doc: Mapping) -> dict:
     """A copy of ``doc`` in the current :data:`VERSION`, with ``version`` set.
 
     >>> upgrade({"source_tokens": ["a"], "attention": []})["version"]
-    1
+    2
     """
     version = document_version(doc)
     doc = dict(doc)
@@ -190,7 +302,7 @@ def validate_attention_doc(doc: Any, *, allow_zero_rows: bool = False) -> None:
         if name in doc:
             if version < since:
                 raise ValueError(f"{name} belongs to version {since} documents, but this one is version {version}")
-            check(name, doc[name])
+            check(name, doc[name], doc)
     entries = doc.get("attention")
     if not isinstance(entries, (list, tuple)) or not entries:
         raise ValueError("attention must be a non-empty list of {kind, layer, weights} entries")

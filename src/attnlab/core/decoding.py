@@ -22,6 +22,8 @@ call and handed to every step, as the memory is.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -81,11 +83,18 @@ def greedy_decode(model, src: Tensor, *, max_len: int | None = None, use_cache: 
 
 @torch.no_grad()
 def beam_search(model, src: Tensor, *, beam_size: int = 4, max_len: int | None = None,
-                length_penalty: float = 0.6, use_cache: bool = True) -> list[list[int]]:
+                length_penalty: float = 0.6, use_cache: bool = True,
+                on_step: Callable[[int, Tensor, Tensor, list], None] | None = None) -> list[list[int]]:
     """Beam search for a batch of sources (B, Ls) → the best token list per source.
 
     ``length_penalty`` is the GNMT α: 0 compares raw log-probabilities (favouring
-    short outputs), larger values favour longer ones.
+    short outputs), larger values favour longer ones. ``on_step``, if given, watches the
+    search: after step s (1, 2, …) it is called as ``on_step(s, alive_tokens (B·K, s+1) with
+    BOS, alive_scores (B, K) summed log-probs (-inf: empty slot), finished)``, where
+    ``finished[b]`` lists ``(final_score, tokens, log_prob)`` of every hypothesis of source b
+    that has ended so far; it changes nothing in the search.
+
+    >>> beam_search(model, src, beam_size=4, on_step=lambda s, tokens, scores, done: print(s))
     """
     if beam_size < 1:
         raise ValueError(f"beam size must be >= 1, got {beam_size}")
@@ -125,7 +134,7 @@ def beam_search(model, src: Tensor, *, beam_size: int = 4, max_len: int | None =
                     break
                 if token == EOS_ID or step == max_len:
                     hypothesis = tokens[b * beams + beam].tolist()[1:] + ([] if token == EOS_ID else [token])
-                    finished[b].append((score / penalty(len(hypothesis) + 1), hypothesis))
+                    finished[b].append((score / penalty(len(hypothesis) + 1), hypothesis, score))
                     continue
                 new_scores[b, kept] = score
                 origin[b, kept] = b * beams + beam
@@ -134,17 +143,19 @@ def beam_search(model, src: Tensor, *, beam_size: int = 4, max_len: int | None =
                 if kept == beams:
                     break
             done[b] = len(finished[b]) >= beams or kept == 0
+        order = origin.view(-1)
+        expanded = torch.cat([tokens.index_select(0, order), new_tokens.view(-1, 1)], dim=1)  # (B·K, step+1)
+        if on_step is not None:
+            on_step(step, expanded, new_scores, [list(hypotheses) for hypotheses in finished])
         if all(done):
             break
-        order = origin.view(-1)
-        tokens = torch.cat([tokens.index_select(0, order), new_tokens.view(-1, 1)], dim=1)
-        scores = new_scores
+        tokens, scores = expanded, new_scores
         if cache is not None:
             model.reorder_cache(cache, order)
     results = []
     for b in range(batch):
         if not finished[b]:  # ran out of length: take the best alive beam
             best_beam = int(scores[b].argmax())
-            finished[b].append((0.0, tokens[b * beams + best_beam].tolist()[1:]))
+            finished[b].append((0.0, tokens[b * beams + best_beam].tolist()[1:], float(scores[b, best_beam])))
         results.append(_strip(max(finished[b], key=lambda item: item[0])[1]))
     return results

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
+from .. import document
 from ..data import BOS_ID, collate, source_ids
 from ..data.example import Example
 from ..core.decoding import beam_search, greedy_decode
-from .record import translation_attention
+from .record import teacher_forced_attention
+from .steps import decoding_field
 from ..training.runs import LoadedRun, load_run
 
 __all__ = ["Translator", "Analyzer", "load_analyzer"]
@@ -58,37 +60,54 @@ class Translator:
             ids = ids[: self.max_tokens]
         return ids
 
-    def translate_ids(self, texts: list[str], *, beam: int = 1) -> list[list[int]]:
+    def output_budget(self, source_length: int) -> int:
+        """The most tokens decoding may emit for a source of ``source_length`` ids (EOS included)."""
+        return min(2 * source_length + 10, self.max_tokens)
+
+    def translate_ids(self, texts: list[str], *, beam: int = 1, on_step=None) -> list[list[int]]:
+        """Texts → output ids (no BOS/EOS); ``on_step`` watches beam search (see ``beam_search``)."""
         if beam < 1:
             raise ValueError(f"beam size must be >= 1, got {beam}")
         examples = [Example(self.encode(t), [], t, "", []) for t in texts]
         batch = collate(examples, range(len(examples)))
         device = next(self.model.parameters()).device
         src = batch.src.to(device)
-        max_len = min(2 * src.shape[1] + 10, self.max_tokens)
+        max_len = self.output_budget(src.shape[1])
         with torch.no_grad():
             if beam == 1:
                 return greedy_decode(self.model, src, max_len=max_len)
-            return beam_search(self.model, src, beam_size=beam, max_len=max_len)
+            return beam_search(self.model, src, beam_size=beam, max_len=max_len, on_step=on_step)
 
     def translate(self, texts: list[str], *, beam: int = 1) -> list[str]:
         """Texts → output texts (batched)."""
         return [self.target.decode(ids) for ids in self.translate_ids(texts, beam=beam)]
 
-    def attention(self, text: str, target: str | None = None, beam: int = 1) -> dict:
-        """attention.json for ``text``; the target is ``target`` (teacher-forced) or the model's own output."""
+    def attention(self, text: str, target: str | None = None, beam: int = 1, *, top_k: int = 10) -> dict:
+        """attention.json for ``text``; the target is ``target`` (teacher-forced) or the model's own output.
+
+        The document carries ``decoding`` (:mod:`attnlab.inspection.steps`): per step the model's
+        ``top_k`` next tokens and, with ``beam`` > 1, the hypotheses of the search, whose winner
+        is the output ``translate(text, beam=beam)`` gives.
+        """
         src = source_ids(self.encode(text))
+        history: list = []
         if target is None or not target.strip():
-            output = self.translate_ids([text], beam=beam)[0]
+            strategy = "greedy" if beam == 1 else "beam"
+            output = self.translate_ids([text], beam=beam, on_step=lambda *state: history.append(state))[0]
+            ended = len(output) < self.output_budget(len(src))
         else:
+            strategy, ended = "forced", True
             output = self.target.encode(target)
             if len(output) > self.max_tokens:
                 raise ValueError(f"target is {len(output)} tokens long; this model takes at most {self.max_tokens}")
         decoder_input = [BOS_ID] + output
-        doc = translation_attention(self.model, src, decoder_input, self.source.tokens(src),
-                                    self.target.tokens(decoder_input))
+        doc, logits = teacher_forced_attention(self.model, src, decoder_input, self.source.tokens(src),
+                                               self.target.tokens(decoder_input))
+        doc["decoding"] = decoding_field(logits, decoder_input, self.target, strategy=strategy, beam_size=beam,
+                                         beam_history=history, ended=ended, top_k=top_k)
         doc["translation"] = self.target.decode(output)
         doc["source_text"] = text
+        document.validate_attention_doc(doc, allow_zero_rows=True)
         return doc
 
 

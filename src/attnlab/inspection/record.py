@@ -57,7 +57,8 @@ from torch import Tensor, nn
 from .. import document
 from ..core.attention import MultiHeadAttention
 
-__all__ = ["AttentionRecording", "record_attention", "attention_document", "translation_attention"]
+__all__ = ["AttentionRecording", "record_attention", "attention_document", "translation_attention",
+           "teacher_forced_attention"]
 
 
 class AttentionRecording:
@@ -281,6 +282,19 @@ def translation_attention(model: nn.Module, src_ids, tgt_ids, src_tokens: list[s
 
     >>> doc = translation_attention(model, [5, 9, 2], [1, 7, 8], ["le", "chat", "</s>"], ["<bos>", "the", "cat"])
     """
+    return teacher_forced_attention(model, src_ids, tgt_ids, src_tokens, tgt_tokens)[0]
+
+
+@torch.no_grad()
+def teacher_forced_attention(model: nn.Module, src_ids, tgt_ids, src_tokens: list[str],
+                             tgt_tokens: list[str]) -> tuple[dict, Tensor]:
+    """:func:`translation_attention` and the logits (Lt, vocab) of the same forward pass.
+
+    Row t of the logits is the model's next-token score after reading ``tgt_ids[:t+1]``, the
+    distribution decoding step t chose from (:mod:`attnlab.inspection.steps`).
+
+    >>> doc, logits = teacher_forced_attention(model, [5, 9, 2], [1, 7], ["le", "chat", "</s>"], ["<bos>", "the"])
+    """
     src, tgt = _as_ids(src_ids, "src_ids"), _as_ids(tgt_ids, "tgt_ids")
     if len(src_tokens) != src.numel() or len(tgt_tokens) != tgt.numel():
         raise ValueError(f"need one token per id: {src.numel()} source ids vs {len(src_tokens)} tokens, "
@@ -290,7 +304,7 @@ def translation_attention(model: nn.Module, src_ids, tgt_ids, src_tokens: list[s
     model.eval()
     try:
         with record_attention(model) as recording:
-            model(src[None].to(device), tgt[None].to(device))  # (1, Lt, vocab), teacher-forced
+            logits = model(src[None].to(device), tgt[None].to(device))  # (1, Lt, vocab), teacher-forced
     finally:
         model.train(was_training)
-    return attention_document(src_tokens, tgt_tokens, recording)
+    return attention_document(src_tokens, tgt_tokens, recording), logits[0].float().cpu()
