@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reliability_kit import ENV, PYTHON, cli, forked, judge_refusal, message_of, note, table, tree, verdict, wrong
+from reliability_kit import ENV, PYTHON, cell, cli, forked, judge_refusal, message_of, note, table, tree, verdict, wrong
 from reliability_training import section_interrupted
 
 TOY_ARGS = ["--task", "toy", "--steps", "40", "--d-model", "32", "--heads", "2", "--encoder-layers", "2",
@@ -195,19 +195,25 @@ async def explorer_load(url: str, count: int) -> tuple[list, list]:
 def section_explorer(work: Path, quick: bool) -> None:
     port, run, count = free_port(), work / "toy", 200
     before = tree(run)
+    log = (work.parent / "explore.log").open("w")  # a file, not a pipe: a full pipe would block the server
     server = subprocess.Popen([PYTHON, "-m", "attnlab", "explore", str(run), "--port", str(port)], env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=log, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
 
-        deadline = time.time() + 120
-        while time.time() < deadline and server.poll() is None:
+        deadline, ready = time.time() + 120, False
+        while time.time() < deadline and server.poll() is None and not ready:
             try:
-                if httpx.get(url + "/api/info", timeout=2).status_code == 200:
-                    break
+                ready = httpx.get(url + "/api/info", timeout=2).status_code == 200
             except httpx.HTTPError:
                 time.sleep(0.2)
+        if not ready:
+            print("## (e) The explorer under load\n")
+            log.flush()
+            tail = (work.parent / "explore.log").read_text()[-300:]
+            print(verdict("explorer", [f"the server did not start within 120 s: {cell(tail)}"]) + "\n")
+            return
         idle_rss = proc_status(server.pid, "VmRSS")
         started = time.perf_counter()
         load, answers = asyncio.run(explorer_load(url, count))
@@ -217,15 +223,18 @@ def section_explorer(work: Path, quick: bool) -> None:
     finally:
         server.terminate()
         try:
-            server.communicate(timeout=20)
+            server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
+        log.close()
     codes = {}
     for code, _, _ in load:
         codes[code] = codes.get(code, 0) + 1
     latencies = [seconds for _, seconds, _ in load]
     problems = [] if codes == {200: count} else [f"status codes {codes}"]
     problems += [] if alive else ["the server died"]
+    problems += [] if peak - idle_rss < 500 else [f"memory grew by {peak - idle_rss:.0f} MiB"]
     problems += [] if tree(run) == before else ["the run directory changed"]
     print("## (e) The explorer under load\n")
     print(f"`attnlab explore` on a small toy run as a real process on 127.0.0.1; {count} requests sent at once "
@@ -285,16 +294,17 @@ def main(argv: list[str] | None = None) -> int:
 
     attnlab.cli._register()
     print(f"# attnlab reliability{' (quick)' if args.quick else ''}\n")
-    print(f"Machine: {machine()}. Command: `python scripts/reliability.py{' --quick' if args.quick else ''}`, "
-          f"{time.strftime('%Y-%m-%d')}.\n")
+    print(f"Machine: {machine()}. Command: `python scripts/reliability.py{''.join(' ' + a for a in sys.argv[1:])}`, "
+          f"{time.strftime('%Y-%m-%d')}; load average {os.getloadavg()[0]:.1f} at the start.\n")
     try:
         note("training the small runs the cases use")
         fixtures = [subprocess.Popen([PYTHON, "-m", "attnlab", "train", *extra, "--out", str(work / "a" / name)],
                                      env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                     for name, extra in (("toy", TOY_ARGS), ("rev", REV_ARGS))]
         for process in fixtures:
-            if process.wait(timeout=600) != 0:
-                raise SystemExit(f"could not train a fixture run: {process.stderr.read()}")
+            errors = process.communicate(timeout=600)[1]
+            if process.returncode != 0:
+                raise SystemExit(f"could not train a run the cases need: {errors}")
         (work / "b").mkdir()
         for name, section, where in (("(a) bad input", section_bad_input, "a"),
                                      ("(b)-(d) interrupted training", section_interrupted, "b"),
