@@ -1,4 +1,4 @@
-"""Commands that use a trained run: generate, translate, attend, explore, and the demo."""
+"""Commands that use a trained run: generate, translate, attend, compare, explore, and the demo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -110,28 +110,75 @@ def attend(
 
 
 @app.command()
+def compare(
+    run_a: str = typer.Argument(..., help="first run directory (or 'minilm')"),
+    run_b: str = typer.Argument(..., help="second run directory (or 'minilm')"),
+    text: str = typer.Argument(..., help="the sentence both runs read"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for compare.json and compare.html"),
+    target: Optional[str] = typer.Option(None, help="target for both runs (teacher-forced); default: RUN_A's output"),
+    beam: int = typer.Option(1, help="beam size of RUN_A's own output"),
+    truncate: bool = typer.Option(False, "--truncate", help="cut over-long input instead of failing"),
+):
+    """Two runs side by side on one sentence: both views and a difference map (B − A) per kind and layer.
+
+    Where the runs tokenize differently the maps are compared word by word (key pieces summed,
+    query rows averaged).
+
+    Examples:
+
+        attnlab compare runs/toy-pe-sinusoidal runs/toy-pe-learned "the black dog slept ." --out cmp/
+
+        attnlab compare runs/toy-2-blocks runs/toy-4-blocks "the cat eats ." --target "le chat mange ." --out cmp/
+    """
+    from ..inspection.inference import load_analyzer
+    from ..viz.compare import compare_runs
+    from ..viz.outputs import write_compare_outputs
+
+    _show_warnings()
+    check_writable_dir(out)
+    if beam < 1:
+        fail(f"--beam must be >= 1, got {beam}")
+    analyzers = [load_analyzer(run, truncate=truncate) for run in (run_a, run_b)]
+    payload = compare_runs(*analyzers, text, target, beam=beam, labels=[a.name for a in analyzers])
+    written = write_compare_outputs(payload, out, title=f"attnlab compare · {text[:60]}")
+    for label, translation in zip(payload["labels"], payload["translations"]):
+        print(f"{label}: {translation}")
+    print(f"{len(payload['differences'])} difference map(s) at {payload['level']} level; {payload['note']}")
+    print(f"wrote {written.json} and {written.html}; open file://{written.html.resolve()} in a browser")
+
+
+@app.command()
 def explore(
-    run: str = typer.Argument(..., help="run directory, or 'minilm'"),
+    runs: List[str] = typer.Argument(..., help="run directory, or 'minilm'; two of them to compare live"),
     host: str = typer.Option("127.0.0.1", help="interface to bind (default: this machine only)"),
     port: int = typer.Option(8000, help="port"),
     open_browser: bool = typer.Option(False, "--open", help="open the page in a browser"),
 ):
     """Start the attention explorer: type a sentence, watch its attention, on http://127.0.0.1:PORT.
 
+    With two runs, each sentence goes through both and the page shows both views and their difference.
+
     Examples:
 
         attnlab explore demo-output/run
 
         attnlab explore minilm --port 8001
+
+        attnlab explore runs/toy-pe-sinusoidal runs/toy-pe-learned
     """
     from ..inspection.inference import load_analyzer
     from ..viz.explorer import create_app, serve
 
     if not 0 < port < 65536:
         fail(f"--port must be in 1..65535, got {port}")
-    analyzer = load_analyzer(run)
-    app_ = create_app(analyzer, title=f"attnlab explorer · {analyzer.name}", info=analyzer.info)
-    print(f"attnlab explorer for {analyzer.name}: http://{host}:{port}/  (API docs: /docs; Ctrl-C to stop)",
+    if len(runs) > 2:
+        fail(f"explore takes one run, or two to compare; got {len(runs)}")
+    analyzers = [load_analyzer(run) for run in runs]
+    name = " vs ".join(a.name for a in analyzers)
+    app_ = create_app(analyzers[0], title=f"attnlab explorer · {name}", info=analyzers[0].info,
+                      compare_with=analyzers[1] if len(analyzers) == 2 else None,
+                      labels=tuple(a.name for a in analyzers) if len(analyzers) == 2 else ("A", "B"))
+    print(f"attnlab explorer for {name}: http://{host}:{port}/  (API docs: /docs; Ctrl-C to stop)",
           file=sys.stderr)
     serve(app_, host=host, port=port, open_browser=open_browser)
 

@@ -2,7 +2,9 @@
 
 ``GET /`` serves the same page and script as attention.html (:mod:`attnlab.viz.html`) with a form
 added: text, optional forced target, beam width. The form posts to ``POST /api/attention`` and
-redraws the head view and model view from the answer. ``GET /api/info`` describes the model;
+redraws the head view and model view from the answer, which carries the decoding steps
+(``decoding``). Given a second model (``compare_with``), the app compares the two live: the form
+posts to ``POST /api/compare``, which answers the two-run payload of :mod:`attnlab.viz.compare`. ``GET /api/info`` describes the model;
 ``GET /openapi.json`` is the API's schema and ``GET /docs`` shows it in Swagger UI, whose script comes
 from the fastapi-offline package and is served by the app itself (FastAPI's default page loads it from
 a CDN). Swagger UI's online validator is off, and so is ReDoc, which loads its logo from its CDN: the
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 Analyze = Callable[[str, Optional[str], int], dict]
 MAX_BODY_BYTES = 64 * 1024
 API_PATH = "/api/attention"
+COMPARE_PATH = "/api/compare"
 
 
 class AttentionRequest(BaseModel):
@@ -98,22 +101,52 @@ def create_app(
     max_chars: int = 1000,
     max_beam: int = 8,
     max_body_bytes: int = MAX_BODY_BYTES,
+    compare_with: Analyze | None = None,
+    labels: tuple[str, str] = ("A", "B"),
 ) -> FastAPI:
     """Build the explorer app around ``analyze(text, target, beam) -> attention.json + translation``.
 
     Bad input never stops the server: malformed JSON or a missing field → 422, empty or too long
     text and ``ValueError`` from ``analyze`` → 400 ``{"detail": message}``, a body over
-    ``max_body_bytes`` → 413.
+    ``max_body_bytes`` → 413. With ``compare_with`` (a second ``analyze``) the app serves
+    ``POST /api/compare`` instead of ``/api/attention``: ``analyze`` is run A, ``compare_with``
+    run B, ``labels`` their names.
     """
     info = dict(info or {})
     lock = threading.Lock()
     app = FastAPIOffline(title=title, description="Attention of an attnlab model, one sentence at a time.",
                          redoc_url=None, swagger_ui_parameters={"validatorUrl": None})  # both would call out
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    page = render_page(None, title=title, explorer={
-        "api": API_PATH, "max_beam": max_beam, "max_chars": max_chars,
-        "examples": [str(e) for e in info.get("examples", [])],
-    })
+    explorer = {"api": API_PATH, "max_beam": max_beam, "max_chars": max_chars,
+                "examples": [str(e) for e in info.get("examples", [])]}
+    if compare_with is not None:
+        explorer.update(api=COMPARE_PATH, compare=True, labels=[str(label) for label in labels])
+    page = render_page(None, title=title, explorer=explorer)
+
+    def checked_request(request: "AttentionRequest") -> tuple[str, str | None]:
+        text = _checked_text(request.text, "text", max_chars)
+        target = None
+        if request.target is not None and request.target.strip():
+            target = _checked_text(request.target, "target", max_chars)
+        if request.beam > max_beam:
+            raise HTTPException(400, f"beam must be between 1 and {max_beam}, got {request.beam}")
+        return text, target
+
+    def answer(compute: Callable[[], dict], text: str, check: Callable[[dict], None]) -> Response:
+        with lock:  # one analysis at a time: the model is shared
+            try:
+                result = to_jsonable(compute())
+            except ValueError as error:
+                raise HTTPException(400, str(error) or "the input was refused") from None
+            except Exception as error:
+                logger.exception("analyze failed for %r", text[:80])
+                raise HTTPException(500, f"analysis failed: {type(error).__name__}") from None
+        try:
+            check(result)
+        except ValueError as error:
+            logger.error("analyze returned an invalid attention document: %s", error)
+            raise HTTPException(500, f"the model returned an invalid attention document: {error}") from None
+        return Response(json.dumps(result, ensure_ascii=False, allow_nan=False), media_type="application/json")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -124,34 +157,27 @@ def create_app(
         """What model is being explored (as given to ``create_app``)."""
         return info
 
-    @app.post(API_PATH, responses={
-        200: {"description": "attention.json (DESIGN.md) plus \"translation\""},
-        400: {"description": "the text or target was refused"},
-        413: {"description": "request body too large"},
-    })
-    def attention(request: AttentionRequest) -> Response:
-        """Translate ``text`` (or force ``target``) and return every attention map."""
-        text = _checked_text(request.text, "text", max_chars)
-        target = None
-        if request.target is not None and request.target.strip():
-            target = _checked_text(request.target, "target", max_chars)
-        if request.beam > max_beam:
-            raise HTTPException(400, f"beam must be between 1 and {max_beam}, got {request.beam}")
-        with lock:  # one analysis at a time: the model is shared
-            try:
-                doc = analyze(text, target, request.beam)
-            except ValueError as error:
-                raise HTTPException(400, str(error) or "the input was refused") from None
-            except Exception as error:
-                logger.exception("analyze failed for %r", text[:80])
-                raise HTTPException(500, f"analysis failed: {type(error).__name__}") from None
-        doc = to_jsonable(doc)
-        try:
-            validate_attention_doc(doc, allow_zero_rows=True)
-        except ValueError as error:
-            logger.error("analyze returned an invalid attention document: %s", error)
-            raise HTTPException(500, f"the model returned an invalid attention document: {error}") from None
-        return Response(json.dumps(doc, ensure_ascii=False, allow_nan=False), media_type="application/json")
+    refused = {400: {"description": "the text or target was refused"}, 413: {"description": "request body too large"}}
+    if compare_with is None:
+        @app.post(API_PATH, responses={
+            200: {"description": "attention.json (docs/design.md, with \"decoding\") plus \"translation\""},
+            **refused})
+        def attention(request: AttentionRequest) -> Response:
+            """Translate ``text`` (or force ``target``) and return every attention map and the decoding steps."""
+            text, target = checked_request(request)
+            return answer(lambda: analyze(text, target, request.beam), text,
+                          lambda doc: validate_attention_doc(doc, allow_zero_rows=True))
+    else:
+        from .compare import compare_runs, validate_compare
+
+        @app.post(COMPARE_PATH, responses={
+            200: {"description": "both runs' attention.json and their difference maps (attnlab.viz.compare)"},
+            **refused})
+        def compare(request: AttentionRequest) -> Response:
+            """Run both models on ``text`` (the same target for both) and return the compare payload."""
+            text, target = checked_request(request)
+            return answer(lambda: compare_runs(analyze, compare_with, text, target, beam=request.beam,
+                                               labels=labels), text, validate_compare)
 
     return app
 

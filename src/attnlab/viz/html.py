@@ -31,7 +31,7 @@ from typing import Any
 from ..files import atomic_write_text
 from ..document import to_jsonable, validate_attention_doc
 
-__all__ = ["render_attention_html", "render_page", "write_attention_html"]
+__all__ = ["render_attention_html", "render_compare_html", "render_page", "write_attention_html", "embed_json"]
 
 _EXPLORER_START, _EXPLORER_END = "<!--explorer-->", "<!--/explorer-->"
 
@@ -55,17 +55,22 @@ def embed_json(value: Any) -> str:
     return text
 
 
-def render_page(doc: dict | None, *, title: str, explorer: dict | None = None) -> str:
+def render_page(doc: dict | None, *, title: str, explorer: dict | None = None, compare: dict | None = None) -> str:
     """The viewer page with ``doc`` embedded (or empty); ``explorer`` adds the input form.
 
     ``explorer`` is the form's configuration: ``{"api": "/api/attention", "max_beam": 8,
-    "max_chars": 1000, "examples": [...]}``.
+    "max_chars": 1000, "examples": [...]}`` (``"compare": true`` and ``"api": "/api/compare"``
+    for two runs). ``compare`` is a two-run payload (:mod:`attnlab.viz.compare`) shown instead
+    of ``doc``; the page then reads ``{"compare": ..., "explorer": ...}``.
     """
     page = _static("page.html")
     if explorer is None:  # the static page has no form
         start, end = page.index(_EXPLORER_START), page.index(_EXPLORER_END) + len(_EXPLORER_END)
         page = page[:start] + page[end:]
-    data = embed_json({"doc": doc, "explorer": explorer})
+    if compare is not None or (explorer or {}).get("compare"):
+        data = embed_json({"compare": compare, "explorer": explorer})
+    else:
+        data = embed_json({"doc": doc, "explorer": explorer})
     # Each placeholder is filled once, in an order where no inserted text is searched again.
     page = page.replace("{{style}}", _static("attention.css"), 1)
     page = page.replace("{{title}}", html.escape(title))
@@ -83,6 +88,18 @@ def render_attention_html(doc: dict, *, title: str = "attnlab attention") -> str
     doc = to_jsonable(doc)
     validate_attention_doc(doc, allow_zero_rows=True)
     return render_page(doc, title=title)
+
+
+def render_compare_html(payload: dict, *, title: str = "attnlab compare") -> str:
+    """Validate a compare payload (:func:`attnlab.viz.compare.compare_documents`) and return its page.
+
+    >>> page = render_compare_html(compare_documents(doc_a, doc_b, labels=["fixed", "learned"]))
+    """
+    from .compare import validate_compare
+
+    payload = to_jsonable(payload)
+    validate_compare(payload)
+    return render_page(None, title=title, compare=payload)
 
 
 def write_attention_html(doc: dict, path: str | os.PathLike, *, title: str = "attnlab attention") -> Path:

@@ -1,4 +1,5 @@
 """Every view of one attention document, written together: attention.json, the PNG grids, attention.html.
+Two runs side by side (:mod:`attnlab.viz.compare`): compare.json and compare.html.
 
 ``attnlab attend`` and ``attnlab demo`` write these files; so can a notebook. The document is
 checked first, so an invalid one leaves nothing behind; each file is written atomically
@@ -18,7 +19,7 @@ from pathlib import Path
 from ..document import to_json, to_jsonable, upgrade, validate_attention_doc
 from ..files import atomic_write_text
 
-__all__ = ["AttentionOutputs", "write_attention_outputs"]
+__all__ = ["AttentionOutputs", "write_attention_outputs", "CompareOutputs", "write_compare_outputs"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,31 @@ def write_attention_outputs(doc: dict, out_dir: str | os.PathLike, *,
     figures = plot_attention_doc(doc, out_dir)
     html_path = write_attention_html(doc, out_dir / "attention.html", title=title)
     return AttentionOutputs(doc=doc, json=json_path, html=html_path, figures=figures)
+
+
+@dataclass(frozen=True)
+class CompareOutputs:
+    """The paths :func:`write_compare_outputs` wrote, and the payload as written."""
+
+    payload: dict
+    json: Path
+    html: Path
+
+
+def write_compare_outputs(payload: dict, out_dir: str | os.PathLike, *,
+                          title: str = "attnlab compare") -> CompareOutputs:
+    """Validate a compare payload and write ``compare.json`` and ``compare.html`` in ``out_dir``.
+
+    >>> written = write_compare_outputs(compare_runs(analyze_a, analyze_b, "the cat"), Path("cmp"))
+    """
+    from .compare import validate_compare
+    from .html import render_compare_html
+
+    payload = to_jsonable(payload)
+    validate_compare(payload)  # before anything exists on disk
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = out_dir / "compare.json", out_dir / "compare.html"
+    atomic_write_text(json_path, to_json(payload))
+    atomic_write_text(html_path, render_compare_html(payload, title=title))
+    return CompareOutputs(payload=payload, json=json_path, html=html_path)
