@@ -16,6 +16,7 @@ from .core.attention import (
 from .core.blocks import DecoderBlock, EncoderBlock, FeedForward
 from .core.model import DecoderOnlyLM, EncoderOnlyModel, Transformer, TransformerConfig
 from .core.positional import POSITIONAL_ENCODINGS, PositionalEncoding, positional_encoding
+from .viz.notebook import show
 
 __version__ = "0.1.0"
 
@@ -37,4 +38,5 @@ __all__ = [
     "Transformer",
     "EncoderOnlyModel",
     "DecoderOnlyLM",
+    "show",
 ]
