@@ -188,3 +188,27 @@ def test_explorer_with_two_runs_answers_the_compare_payload(runs):
     assert client.post("/api/attention", json={"text": SEQUENCE}).status_code in (404, 405)
     page = client.get("/").text
     assert '"api":"/api/compare"' in page and '"compare":true' in page
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_live_compare_in_the_browser_draws_both_runs_without_leaving_the_machine(runs, browser):
+    from attnlab.viz.explorer import background_server, create_app
+
+    a, b = load_analyzer(str(runs["sinusoidal"])), load_analyzer(str(runs["learned"]))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requested, errors = [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    with background_server(create_app(a, compare_with=b, labels=("sinusoidal", "learned"))) as url:
+        page.goto(url)
+        page.get_by_test_id("text-input").fill(SEQUENCE)
+        page.get_by_test_id("target-input").fill(TARGET)
+        with page.expect_response(lambda response: response.url.endswith("/api/compare")) as answer:
+            page.get_by_test_id("submit").click()
+        assert answer.value.status == 200 and validate_compare(answer.value.json()) is None
+        page.wait_for_selector(".thumb")
+        assert page.locator(".thumb").count() > 0 and page.get_by_test_id("empty").first.is_hidden()
+    page.close()
+    assert [u for u in requested if not u.startswith("http://127.0.0.1:")] == []
+    assert errors == []
