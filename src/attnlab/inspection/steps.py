@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .. import document
+from ..core.decoding import SILENT_TOKENS
 from ..data.codec import EOS_ID
 
 __all__ = ["decoding_field", "BeamState"]
@@ -47,6 +48,11 @@ def _top_k(logits: Tensor, codec, k: int) -> list[dict]:
     return [{"token": name, "prob": _rounded(p)} for name, p in zip(names, values.tolist())]
 
 
+def _visible(ids: Sequence[int]) -> list[int]:
+    """What the decoders keep of a hypothesis in their output (they drop BOS and PAD)."""
+    return [int(i) for i in ids if int(i) not in SILENT_TOKENS]
+
+
 def _hypotheses(state: BeamState, beam_size: int, winner: list[int], codec) -> list[dict]:
     """The alive beams (best first), then every hypothesis finished so far, of source 0."""
     _, alive_tokens, alive_scores, finished = state
@@ -57,11 +63,10 @@ def _hypotheses(state: BeamState, beam_size: int, winner: list[int], codec) -> l
             continue
         ids = alive_tokens[k].tolist()[1:]  # drop BOS
         listed.append({"tokens": codec.tokens(ids), "score": _rounded(score), "finished": False,
-                       "winner_prefix": ids == winner[: len(ids)] and len(ids) <= len(winner), "ids": ids})
+                       "winner_prefix": _visible(ids) == winner[: len(_visible(ids))]})
     for final_score, ids, log_prob in finished[0]:
         listed.append({"tokens": codec.tokens(ids), "score": _rounded(log_prob), "finished": True,
-                       "winner_prefix": list(ids) == winner, "final_score": _rounded(final_score),
-                       "ids": list(ids)})
+                       "winner_prefix": _visible(ids) == winner, "final_score": _rounded(final_score)})
     return listed
 
 
@@ -104,7 +109,4 @@ def decoding_field(logits: Tensor, decoder_input: Sequence[int], codec, *, strat
         if not won:
             raise ValueError("the beam history does not contain the output it is said to have produced")
         field["winner"] = max(won, key=lambda i: final[i].get("final_score", final[i]["score"]))
-    for step in steps:
-        for hypothesis in step.get("hypotheses", []):
-            del hypothesis["ids"]
     return field
