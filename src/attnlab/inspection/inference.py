@@ -130,7 +130,7 @@ def load_analyzer(run: str, *, truncate: bool = False) -> Analyzer:
 
         def analyze(text, target=None, beam=1):
             doc = encoder.attention_document(text, truncate=truncate)
-            doc["translation"] = ""
+            doc["translation"], doc["source_text"] = "", text
             return doc
 
         return Analyzer("minilm", analyze, {"model": "all-MiniLM-L6-v2 (pretrained encoder, 6 layers x 12 heads)",

@@ -100,7 +100,7 @@ def _analyzer(source: Any):
         return _analyzer(Translator(source))
     if hasattr(source, "attention_document") and callable(source.attention_document):  # a PretrainedEncoder
         return Analyzer(type(source).__name__, lambda text, target=None, beam=1:
-                        {**source.attention_document(text), "translation": ""}, {})
+                        {**source.attention_document(text), "translation": "", "source_text": text}, {})
     if isinstance(source, (str, os.PathLike)):
         return load_analyzer(str(source))
     raise ValueError(f"show() cannot read a {type(source).__name__}: give a run directory, 'minilm', a LoadedRun, "
