@@ -20,7 +20,7 @@ def doc():
 
 
 def embedded_data(page):
-    match = re.search(r'<script type="application/json" id="attnlab-data">(.*?)</script>', page, re.S)
+    match = re.search(r'<script type="application/json" data-attnlab-data>(.*?)</script>', page, re.S)
     return json.loads(match.group(1))
 
 

@@ -41,6 +41,21 @@ def _static(name: str) -> str:
     return resources.files("attnlab.viz").joinpath("static", name).read_text(encoding="utf-8")
 
 
+# The page script's parts, in order; they share one function scope (see attention-base.js).
+SCRIPT_PARTS = ("attention-base.js", "attention-views.js", "attention-panels.js", "attention.js")
+
+
+def page_script() -> str:
+    """The page's JavaScript: every part joined inside one function (nothing global), ``</`` escaped."""
+    body = "\n".join(_static(name) for name in SCRIPT_PARTS)
+    return ("(function () {\n\"use strict\";\n" + body + "\n})();\n").replace("</", "<\\/")
+
+
+def page_style() -> str:
+    """The page's CSS, every rule scoped under ``.attnlab``."""
+    return _static("attention.css")
+
+
 def embed_json(value: Any) -> str:
     """JSON that is safe inside ``<script type="application/json">``.
 
@@ -72,10 +87,10 @@ def render_page(doc: dict | None, *, title: str, explorer: dict | None = None, c
     else:
         data = embed_json({"doc": doc, "explorer": explorer})
     # Each placeholder is filled once, in an order where no inserted text is searched again.
-    page = page.replace("{{style}}", _static("attention.css"), 1)
+    page = page.replace("{{style}}", page_style(), 1)
     page = page.replace("{{title}}", html.escape(title))
     page = page.replace("{{data}}", data, 1)
-    return page.replace("{{script}}", _static("attention.js").replace("</", "<\\/"), 1)
+    return page.replace("{{script}}", page_script(), 1)
 
 
 def render_attention_html(doc: dict, *, title: str = "attnlab attention") -> str:

@@ -1,370 +1,378 @@
 /*
- * attnlab attention viewer: one script for the static attention.html page and the explorer.
+ * attnlab page, part 4 of 4 — the viewer and the mounting of every page root.
  *
- * Views (all drawn from an attention.json document, see DESIGN.md):
- *  - head view: query tokens (left) joined to key tokens (right) by lines whose opacity is the
- *    attention weight, one colour per head; hovering a token isolates its links.
- *  - model view: every layer x head of the selected kind as a small heatmap thumbnail; clicking
- *    one enlarges it with token labels.
- * User strings (tokens, sentences, error messages) are only ever set through textContent.
+ * A viewer owns the controls, the head view, the model view and the enlarged heatmap built from
+ * one attention document (the <template data-attnlab-template=viewer> of page.html, cloned).
+ * A page root is an element [data-attnlab-root] holding its data in
+ * <script type="application/json" data-attnlab-data>: {"doc", "compare", "explorer"}. Every
+ * root not yet mounted is mounted when this script runs (or at DOMContentLoaded), so one
+ * document (a notebook) can hold any number of independent pages.
  */
-(function () {
-  "use strict";
 
-  var KIND_LABELS = { encoder_self: "Encoder self", decoder_self: "Decoder self (masked)", cross: "Cross" };
-  var KIND_SIDES = { // which tokens are queries (rows) and keys (columns)
-    encoder_self: ["source_tokens", "source_tokens"],
-    decoder_self: ["target_tokens", "target_tokens"],
-    cross: ["target_tokens", "source_tokens"]
-  };
-  var HEAD_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-                     "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-  // Viridis stops, the same colour map as the PNG figures (0 = dark purple, 1 = yellow).
-  var VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-  var MIN_LINK_WEIGHT = 0.01; // lines lighter than this are invisible anyway; skip drawing them
+function Viewer(app, box) {
+  this.app = app;
+  this.box = box;
+  this.state = null;
+  this.onThumbClick = null; // the explorer's ablation replaces "click a thumbnail to enlarge it"
+  this.ablated = {};        // "kind|layer|head" -> true, drawn crossed out
+  this.wire();
+}
 
-  // The page carries an inline <svg>, so the browser tells us the SVG namespace: the page then
-  // holds no URL at all, not even the namespace one.
-  var SVG_NS = document.querySelector("svg").namespaceURI;
+Viewer.prototype.find = function (testid) { return $("[data-testid=" + testid + "]", this.box); };
+Viewer.prototype.group = function () { return this.state.groups[this.state.kind]; };
 
-  function $(selector, root) { return (root || document).querySelector(selector); }
-  function headColor(head) { return HEAD_COLORS[head % HEAD_COLORS.length]; }
-
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    setAttrs(node, attrs);
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function svg(tag, attrs, text) {
-    var node = document.createElementNS(SVG_NS, tag);
-    setAttrs(node, attrs);
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function setAttrs(node, attrs) {
-    Object.keys(attrs || {}).forEach(function (name) { node.setAttribute(name, String(attrs[name])); });
-  }
-
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
-
-  function viridis(value) {
-    var t = Math.min(1, Math.max(0, value)) * (VIRIDIS.length - 1);
-    var i = Math.min(VIRIDIS.length - 2, Math.floor(t)), f = t - i;
-    return VIRIDIS[i].map(function (c, k) { return Math.round(c + f * (VIRIDIS[i + 1][k] - c)); });
-  }
-
-  function rgb(value) { return "rgb(" + viridis(value).join(",") + ")"; }
-
-  /** Group doc.attention by kind: {kind: {layers: [weights [head][q][k]], queries, keys}}. */
-  function groupByKind(doc) {
-    var groups = {};
-    (doc.attention || []).forEach(function (entry) {
-      var sides = KIND_SIDES[entry.kind];
-      if (!sides) return;
-      var group = groups[entry.kind] || (groups[entry.kind] = {
-        entries: [], queries: doc[sides[0]] || [], keys: doc[sides[1]] || [] });
-      group.entries.push(entry);
-    });
-    Object.keys(groups).forEach(function (kind) {
-      var group = groups[kind];
-      group.entries.sort(function (a, b) { return a.layer - b.layer; });
-      group.layers = group.entries.map(function (entry) { return entry.weights; });
-      group.layerNumbers = group.entries.map(function (entry) { return entry.layer; });
-      group.numHeads = group.layers.length ? group.layers[0].length : 0;
-    });
-    return groups;
-  }
-
-  /** The viewer owns the controls, head view and model view inside one page. */
-  function Viewer(root) {
-    this.root = root;
-    this.state = null;
-  }
-
-  Viewer.prototype.render = function (doc) {
-    var groups = groupByKind(doc || {});
-    var kinds = Object.keys(KIND_LABELS).filter(function (kind) { return groups[kind]; });
-    $("[data-testid=empty]", this.root).hidden = kinds.length > 0;
-    $("[data-testid=content]", this.root).hidden = kinds.length === 0;
-    if (!kinds.length) return;
-    var previous = this.state;
-    var kind = previous && groups[previous.kind] ? previous.kind : kinds[0];
-    this.state = { doc: doc, groups: groups, kinds: kinds, kind: kind, layer: 0, hidden: {}, enlarged: null };
-    this.renderSentences();
-    this.selectKind(kind);
-  };
-
-  Viewer.prototype.renderSentences = function () {
-    var doc = this.state.doc;
-    $("[data-testid=source-text]", this.root).textContent = (doc.source_tokens || []).join(" ");
-    var target = (doc.target_tokens || []).join(" ");
-    $("[data-testid=target-text]", this.root).textContent = target;
-    $("[data-row=target]", this.root).hidden = !target;
-    var translation = typeof doc.translation === "string" ? doc.translation : "";
-    $("[data-testid=translation]", this.root).textContent = translation;
-    $("[data-row=translation]", this.root).hidden = !translation;
-  };
-
-  Viewer.prototype.selectKind = function (kind) {
-    var state = this.state, self = this;
-    state.kind = kind;
-    state.layer = 0;
-    state.enlarged = null;
-    var switcher = $("[data-testid=kind-switch]", this.root);
-    clear(switcher);
-    state.kinds.forEach(function (name) {
-      var button = el("button", { type: "button", "data-kind": name, "aria-pressed": name === kind },
-                      KIND_LABELS[name]);
-      if (name === kind) button.className = "active";
-      button.addEventListener("click", function () { self.selectKind(name); });
-      switcher.appendChild(button);
-    });
-    var group = state.groups[kind];
-    var select = $("[data-testid=layer-select]", this.root);
-    clear(select);
-    group.layerNumbers.forEach(function (number, index) {
-      select.appendChild(el("option", { value: index }, "layer " + number));
-    });
-    select.onchange = function () { self.selectLayer(Number(select.value)); };
-    this.renderHeadChips();
-    this.renderModelView();
-    this.selectLayer(0);
-  };
-
-  Viewer.prototype.selectLayer = function (layer) {
-    this.state.layer = layer;
-    $("[data-testid=layer-select]", this.root).value = String(layer);
-    this.root.querySelectorAll(".thumb").forEach(function (thumb) {
-      thumb.classList.toggle("current-layer", Number(thumb.dataset.layer) === layer);
-    });
-    this.renderHeadView();
-  };
-
-  Viewer.prototype.renderHeadChips = function () {
-    var state = this.state, self = this;
-    var chips = $("[data-testid=head-chips]", this.root);
-    clear(chips);
-    for (var head = 0; head < state.groups[state.kind].numHeads; head++) {
-      (function (head) {
-        var chip = el("label", { class: "head-chip", "data-head": head, style: "--chip:" + headColor(head) });
-        var box = el("input", { type: "checkbox", "data-head": head });
-        box.checked = !state.hidden[head];
-        chip.classList.toggle("off", !box.checked);
-        box.addEventListener("change", function () {
-          state.hidden[head] = !box.checked;
-          chip.classList.toggle("off", !box.checked);
-          self.renderHeadView();
-        });
-        chip.appendChild(box);
-        chip.appendChild(el("span", { class: "swatch" }));
-        chip.appendChild(el("span", {}, "head " + head));
-        chips.appendChild(chip);
-      })(head);
-    }
-  };
-
-  /** Head view: two token columns joined by one line per (head, query, key), opacity = weight. */
-  Viewer.prototype.renderHeadView = function () {
-    var state = this.state, group = state.groups[state.kind];
-    var weights = group.layers[state.layer]; // [head][query][key]
-    var root = $("[data-testid=head-view] svg", this.root);
-    clear(root);
-    var longest = Math.max.apply(null, group.queries.concat(group.keys).map(function (t) { return t.length; }).concat([4]));
-    var rowHeight = 24, top = 34, gap = 190;
-    var columnWidth = Math.min(320, 24 + 7.5 * longest); // roughly 7.5 px per character at 13 px
-    var rows = Math.max(group.queries.length, group.keys.length);
-    var width = 2 * columnWidth + gap, height = top + rows * rowHeight + 8;
-    setAttrs(root, { width: width, height: height, viewBox: "0 0 " + width + " " + height });
-    var leftX = columnWidth, rightX = columnWidth + gap;
-    root.appendChild(svg("text", { x: leftX - 8, y: 14, "text-anchor": "end", class: "column-title" },
-                         state.kind === "cross" ? "target (queries)" : "queries"));
-    root.appendChild(svg("text", { x: rightX + 8, y: 14, class: "column-title" },
-                         state.kind === "cross" ? "source (keys)" : "keys"));
-    var links = svg("g", { class: "links" });
-    root.appendChild(links);
-    weights.forEach(function (headWeights, head) {
-      if (state.hidden[head]) return;
-      headWeights.forEach(function (row, query) {
-        row.forEach(function (weight, key) {
-          if (weight < MIN_LINK_WEIGHT) return;
-          links.appendChild(svg("line", {
-            class: "link", "data-head": head, "data-q": query, "data-k": key,
-            x1: leftX + 4, y1: top + query * rowHeight, x2: rightX - 4, y2: top + key * rowHeight,
-            stroke: headColor(head), "stroke-width": 1 + 2.5 * weight, "stroke-opacity": weight.toFixed(3)
-          }));
-        });
-      });
-    });
-    this.drawTokenColumn(root, group.queries, "query", leftX - 8, top, rowHeight, "end", columnWidth - 8);
-    this.drawTokenColumn(root, group.keys, "key", rightX + 8, top, rowHeight, "start", columnWidth - 8);
-  };
-
-  Viewer.prototype.drawTokenColumn = function (root, tokens, side, x, top, rowHeight, anchor, width) {
-    var self = this;
-    tokens.forEach(function (token, index) {
-      var y = top + index * rowHeight;
-      var bg = svg("rect", { class: "token-bg", "data-side": side, "data-index": index, rx: 4,
-                             x: anchor === "end" ? x - width + 4 : x - 4, y: y - rowHeight / 2 + 2,
-                             width: width, height: rowHeight - 4 });
-      var text = svg("text", { class: "token", "data-side": side, "data-index": index, x: x, y: y,
-                               "text-anchor": anchor, "dominant-baseline": "middle" }, token);
-      [bg, text].forEach(function (node) {
-        node.addEventListener("mouseenter", function () { self.focusToken(side, index); });
-        node.addEventListener("mouseleave", function () { self.focusToken(null, -1); });
-      });
-      root.appendChild(bg);
-      root.appendChild(text);
-    });
-  };
-
-  /** Highlight the links of one token and dim the others; side null clears the focus. */
-  Viewer.prototype.focusToken = function (side, index) {
-    var root = $("[data-testid=head-view] svg", this.root);
-    var attribute = side === "query" ? "q" : "k";
-    root.querySelectorAll(".link").forEach(function (line) {
-      var mine = side !== null && Number(line.dataset[attribute]) === index;
-      line.classList.toggle("highlighted", mine);
-      line.classList.toggle("dimmed", side !== null && !mine);
-    });
-    root.querySelectorAll(".token, .token-bg").forEach(function (node) {
-      node.classList.toggle("active", node.dataset.side === side && Number(node.dataset.index) === index);
-    });
-  };
-
-  /** Model view: a layers x heads grid of canvas thumbnails of the current kind. */
-  Viewer.prototype.renderModelView = function () {
-    var state = this.state, group = state.groups[state.kind], self = this;
-    var grid = $("[data-testid=model-view]", this.root);
-    clear(grid);
-    grid.style.gridTemplateColumns = "auto repeat(" + group.numHeads + ", auto)";
-    grid.appendChild(el("span", { class: "axis" }, ""));
-    for (var head = 0; head < group.numHeads; head++) {
-      grid.appendChild(el("span", { class: "axis", style: "color:" + headColor(head) }, "head " + head));
-    }
-    group.layers.forEach(function (layerWeights, layer) {
-      grid.appendChild(el("span", { class: "axis" }, "layer " + group.layerNumbers[layer]));
-      layerWeights.forEach(function (matrix, head) {
-        var canvas = el("canvas", { class: "thumb", "data-layer": layer, "data-head": head,
-                                    title: "layer " + group.layerNumbers[layer] + ", head " + head });
-        paintCanvas(canvas, matrix);
-        canvas.addEventListener("click", function () { self.enlarge(layer, head); });
-        grid.appendChild(canvas);
-      });
-    });
-    $("[data-testid=enlarged]", this.root).hidden = true;
-  };
-
-  function paintCanvas(canvas, matrix) {
-    var rows = matrix.length, cols = rows ? matrix[0].length : 0;
-    canvas.width = Math.max(1, cols);
-    canvas.height = Math.max(1, rows);
-    var context = canvas.getContext("2d"), image = context.createImageData(canvas.width, canvas.height);
-    matrix.forEach(function (row, q) {
-      row.forEach(function (weight, k) {
-        var color = viridis(weight), offset = 4 * (q * canvas.width + k);
-        image.data[offset] = color[0]; image.data[offset + 1] = color[1];
-        image.data[offset + 2] = color[2]; image.data[offset + 3] = 255;
-      });
-    });
-    context.putImageData(image, 0, 0);
-  }
-
-  /** Enlarged heatmap of one (layer, head) with token labels and a tooltip per cell. */
-  Viewer.prototype.enlarge = function (layer, head) {
-    var state = this.state, group = state.groups[state.kind], self = this;
-    state.enlarged = { layer: layer, head: head };
-    this.root.querySelectorAll(".thumb").forEach(function (thumb) {
-      thumb.classList.toggle("selected", Number(thumb.dataset.layer) === layer && Number(thumb.dataset.head) === head);
-    });
-    if (state.layer !== layer) this.selectLayer(layer);
-    var panel = $("[data-testid=enlarged]", this.root);
-    panel.hidden = false;
-    $("[data-testid=enlarged-title]", panel).textContent =
-      KIND_LABELS[state.kind] + " · layer " + group.layerNumbers[layer] + " · head " + head;
-    $("[data-testid=enlarged-close]", panel).onclick = function () {
-      panel.hidden = true;
-      self.root.querySelectorAll(".thumb.selected").forEach(function (t) { t.classList.remove("selected"); });
-    };
-    var root = $("svg", panel), matrix = group.layers[layer][head];
-    clear(root);
-    var longest = function (tokens) {
-      return tokens.reduce(function (m, t) { return Math.max(m, t.length); }, 1);
-    };
-    var cell = Math.max(12, Math.min(34, Math.floor(440 / Math.max(group.keys.length, 1))));
-    var left = Math.min(160, 12 + 7 * longest(group.queries)), top = Math.min(160, 12 + 7 * longest(group.keys));
-    var width = left + cell * group.keys.length + 4, height = top + cell * group.queries.length + 4;
-    setAttrs(root, { width: width, height: height, viewBox: "0 0 " + width + " " + height });
-    group.keys.forEach(function (token, k) {
-      var x = left + (k + 0.5) * cell;
-      root.appendChild(svg("text", { x: x, y: top - 6, transform: "rotate(-60 " + x + " " + (top - 6) + ")" }, token));
-    });
-    matrix.forEach(function (row, q) {
-      root.appendChild(svg("text", { x: left - 6, y: top + (q + 0.5) * cell, "text-anchor": "end",
-                                     "dominant-baseline": "middle" }, group.queries[q]));
-      row.forEach(function (weight, k) {
-        var rect = svg("rect", { class: "cell", x: left + k * cell, y: top + q * cell, width: cell, height: cell,
-                                 fill: rgb(weight) });
-        rect.appendChild(svg("title", {}, group.queries[q] + " → " + group.keys[k] + ": " + weight.toFixed(3)));
-        root.appendChild(rect);
-      });
-    });
-  };
-
-  /** Explorer: send the form to the API and redraw the same views with the answer. */
-  function initExplorer(form, viewer, config) {
-    var status = $("[data-testid=status]", form), button = $("[data-testid=submit]", form);
-    var beam = $("[data-testid=beam-select]", form);
-    for (var k = 1; k <= (config.max_beam || 1); k++) beam.appendChild(el("option", { value: k }, String(k)));
-    var text = $("[data-testid=text-input]", form);
-    if (config.max_chars) text.maxLength = config.max_chars;
-    var examples = $("[data-testid=examples]", form);
-    (config.examples || []).forEach(function (example) {
-      var chip = el("button", { type: "button" }, example);
-      chip.addEventListener("click", function () { text.value = example; form.requestSubmit(); });
-      examples.appendChild(chip);
-    });
-    function report(message, isError) {
-      status.textContent = message;
-      status.classList.toggle("error", !!isError);
-    }
-    form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var target = $("[data-testid=target-input]", form).value;
-      var body = { text: text.value, target: target.trim() ? target : null, beam: Number(beam.value || 1) };
-      button.disabled = true;
-      report("Computing attention…", false);
-      fetch(config.api, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
-        .then(function (response) {
-          return response.json().catch(function () { return {}; }).then(function (payload) {
-            if (!response.ok) throw new Error(describeError(response.status, payload));
-            return payload;
-          });
-        })
-        .then(function (doc) {
-          viewer.render(doc);
-          report((doc.source_tokens || []).length + " source tokens, " +
-                 (doc.target_tokens || []).length + " target tokens", false);
-        })
-        .catch(function (error) { report(error.message, true); })
-        .finally(function () { button.disabled = false; });
-    });
-  }
-
-  function describeError(status, payload) {
-    var detail = payload && payload.detail;
-    if (Array.isArray(detail)) detail = detail.map(function (d) { return d.msg || String(d); }).join("; ");
-    return "Error " + status + ": " + (detail || "request failed");
-  }
-
-  document.addEventListener("DOMContentLoaded", function () {
-    var data = JSON.parse($("#attnlab-data").textContent);
-    var viewer = new Viewer($("[data-testid=attention-app]"));
-    window.attnlabViewer = viewer; // handy from the browser console
-    if (data.doc) viewer.render(data.doc);
-    var form = $("[data-testid=explorer-form]");
-    if (form && data.explorer) initExplorer(form, viewer, data.explorer);
+/** Listeners that do not depend on the document: threshold, hover, downloads. */
+Viewer.prototype.wire = function () {
+  var self = this, app = this.app;
+  var slider = this.find("threshold");
+  slider.addEventListener("input", function () { self.state.threshold = Number(slider.value); self.renderHeadView(); });
+  var svgRoot = $(".head-svg", this.box), canvas = $(".head-canvas", this.box);
+  svgRoot.addEventListener("mouseover", function (event) {
+    var side = event.target.getAttribute && event.target.getAttribute("data-side");
+    self.hover(side ? { side: side, index: Number(event.target.getAttribute("data-index")) } : null);
   });
-})();
+  svgRoot.addEventListener("mouseleave", function () { self.hover(null); });
+  canvas.addEventListener("mousemove", function (event) {
+    if (self.head && self.head.canvas) self.hover(canvasHit(canvas, self.head, event, self.group()));
+  });
+  canvas.addEventListener("mouseleave", function () { self.hover(null); });
+  var pending = false; // redraw the canvas band when the head view scrolls or the page resizes
+  function redraw(full) {
+    if (pending || !self.head || !self.head.canvas) return;
+    pending = true;
+    requestAnimationFrame(function () { pending = false; if (full) self.renderHeadView(); else self.paintCanvasBand(); });
+  }
+  $(".head-scroll", this.box).addEventListener("scroll", function () { redraw(false); });
+  window.addEventListener("resize", function () { redraw(true); });
+  var kindName = function () { return safeName(self.state.kind + "-" + self.group().layerLabels[self.state.layer]); };
+  $("[data-slot=head-downloads]", this.box).appendChild(downloadButtons(app, function (painter) {
+    paintHeadView(painter, self, self.head.layout, self.head.links, self.currentFocus(), false);
+  }, function () { return "head-view-" + kindName(); }));
+  $("[data-slot=model-downloads]", this.box).appendChild(downloadButtons(app, function (painter) {
+    paintModelView(painter, self);
+  }, function () { return "model-view-" + safeName(self.state.kind + "-" + self.state.method); }));
+  $("[data-slot=enlarged-downloads]", this.box).appendChild(downloadButtons(app, function (painter) {
+    paintHeatmap(painter, enlargedSpec(self, self.state.enlarged.layer, self.state.enlarged.head), false);
+  }, function () { return "heatmap-" + kindName() + "-head-" + self.state.enlarged.head; }));
+  wireSteps(this);
+  var heatCanvas = $(".heatmap-canvas", this.box);
+  heatCanvas.addEventListener("mousemove", function (event) { self.readCell(heatCanvas, event); });
+};
+
+Viewer.prototype.render = function (doc) {
+  doc = doc || {};
+  var previous = this.state, methods = methodsOf(doc);
+  var hasAttention = (doc.attention || []).some(function (entry) { return KIND_SIDES[entry.kind]; });
+  this.find("empty").hidden = hasAttention;
+  this.find("content").hidden = !hasAttention;
+  if (!hasAttention) { this.state = null; return; }
+  var steps = doc.decoding && doc.decoding.steps ? doc.decoding.steps.length : 0;
+  this.state = {
+    doc: doc, methods: methods, method: previous && methods.indexOf(previous.method) >= 0 ? previous.method : "attention",
+    kind: previous ? previous.kind : null, layer: previous ? previous.layer : 0, hidden: previous ? previous.hidden : {},
+    threshold: previous ? previous.threshold : null, enlarged: null, focus: null,
+    step: previous && previous.step !== null && previous.step < steps ? previous.step : null
+  };
+  this.renderSentences();
+  renderSteps(this);
+  this.useMethod(this.state.method, true);
+};
+
+Viewer.prototype.renderSentences = function () {
+  var doc = this.state.doc;
+  this.find("source-text").textContent = (doc.source_tokens || []).join(" ");
+  var target = (doc.target_tokens || []).join(" ");
+  this.find("target-text").textContent = target;
+  $("[data-row=target]", this.box).hidden = !target;
+  var translation = typeof doc.translation === "string" ? doc.translation : "";
+  this.find("translation").textContent = translation;
+  $("[data-row=translation]", this.box).hidden = !translation;
+};
+
+/** Show the matrices of one method (attention or an explanation) in every view. */
+Viewer.prototype.useMethod = function (method, keepPlace) {
+  var state = this.state, self = this;
+  state.method = method;
+  state.groups = matricesFor(state.doc, method);
+  state.kinds = KIND_ORDER.filter(function (kind) { return state.groups[kind]; });
+  var switcher = this.find("method-switch");
+  switcher.hidden = state.methods.length < 2;
+  clear(switcher);
+  state.methods.forEach(function (name) {
+    var button = el("button", { type: "button", "data-method": name, "aria-pressed": name === method,
+                                class: name === method ? "active" : null }, METHOD_LABELS[name] || name);
+    button.addEventListener("click", function () { self.useMethod(name, true); });
+    switcher.appendChild(button);
+  });
+  var kind = state.kinds.indexOf(state.kind) >= 0 ? state.kind : state.kinds[0];
+  this.selectKind(kind, keepPlace);
+};
+
+Viewer.prototype.selectKind = function (kind, keepLayer) {
+  var state = this.state, self = this;
+  var layer = keepLayer && state.kind === kind ? state.layer : 0;
+  state.kind = kind;
+  state.enlarged = null;
+  var switcher = this.find("kind-switch");
+  clear(switcher);
+  state.kinds.forEach(function (name) {
+    var button = el("button", { type: "button", "data-kind": name, "aria-pressed": name === kind,
+                                class: name === kind ? "active" : null }, KIND_LABELS[name]);
+    button.addEventListener("click", function () { self.selectKind(name); });
+    switcher.appendChild(button);
+  });
+  var group = this.group(), select = this.find("layer-select");
+  clear(select);
+  group.layerLabels.forEach(function (label, index) { select.appendChild(el("option", { value: index }, label)); });
+  select.onchange = function () { self.selectLayer(Number(select.value)); };
+  state.layer = Math.min(layer, group.layers.length - 1);
+  this.renderHeadChips();
+  this.renderModelView();
+  this.selectLayer(state.layer);
+  updateStepPanel(this);
+};
+
+Viewer.prototype.selectLayer = function (layer) {
+  var state = this.state, group = this.group();
+  state.layer = layer;
+  this.find("layer-select").value = String(layer);
+  $$(".thumb", this.box).forEach(function (thumb) {
+    thumb.classList.toggle("current-layer", Number(thumb.dataset.layer) === layer);
+  });
+  var note = this.find("method-note"), entry = group.notes[layer];
+  var text = entry ? [entry.note || "", typeof entry.completeness_error === "number" ?
+    "completeness error " + formatValue(entry.completeness_error) : ""].filter(Boolean).join(" · ") : "";
+  note.textContent = text;
+  note.hidden = !text;
+  this.renderHeadView();
+  updateStepPanel(this);
+};
+
+/** Select a kind and a layer by its number (the compare page keeps two viewers on one place). */
+Viewer.prototype.show = function (kind, layerNumber) {
+  if (!this.state || !this.state.groups[kind]) return false;
+  if (this.state.kind !== kind) this.selectKind(kind);
+  var index = this.group().layerNumbers.indexOf(layerNumber);
+  if (index >= 0) this.selectLayer(index);
+  return index >= 0;
+};
+
+Viewer.prototype.renderHeadChips = function () {
+  var state = this.state, self = this, group = this.group();
+  var chips = this.find("head-chips");
+  clear(chips);
+  group.headLabels.forEach(function (label, head) {
+    var chip = el("label", { class: "head-chip", "data-head": head, style: "--chip:" + headColor(head) });
+    var box = el("input", { type: "checkbox", "data-head": head });
+    box.checked = !state.hidden[head];
+    chip.classList.toggle("off", !box.checked);
+    box.addEventListener("change", function () {
+      state.hidden[head] = !box.checked;
+      chip.classList.toggle("off", !box.checked);
+      self.renderHeadView();
+    });
+    chip.appendChild(box);
+    chip.appendChild(el("span", { class: "swatch" }));
+    chip.appendChild(el("span", {}, label));
+    chips.appendChild(chip);
+  });
+};
+
+/** Links thinner than this are left out: the user's slider, else 0.01 (0.05 for long inputs). */
+Viewer.prototype.threshold = function () {
+  var group = this.group();
+  if (this.state.threshold !== null) return this.state.threshold;
+  return Math.max(group.queries.length, group.keys.length) > LARGE_TOKENS ? 0.05 : 0.01;
+};
+
+Viewer.prototype.currentFocus = function () {
+  if (this.state.focus) return this.state.focus;
+  var row = stepRow(this);
+  return row === null ? null : { side: "query", index: row };
+};
+
+Viewer.prototype.hover = function (focus) {
+  var old = this.state && this.state.focus;
+  if (!this.state || (old === focus) || (old && focus && old.side === focus.side && old.index === focus.index)) return;
+  this.state.focus = focus;
+  this.refreshFocus();
+};
+
+Viewer.prototype.refreshFocus = function () {
+  if (!this.head) return;
+  if (this.head.canvas) this.paintCanvasBand();
+  else focusSvg($(".head-svg", this.box), this.currentFocus());
+};
+
+/** Canvas head view: draw the band that the scroll box shows (the canvas sticks to its top). */
+Viewer.prototype.paintCanvasBand = function () {
+  var head = this.head, scroller = $(".head-scroll", this.box), canvas = $(".head-canvas", this.box);
+  var full = head.layout.height * head.scale;
+  var visible = Math.max(1, Math.min(full, scroller.clientHeight || full));
+  head.bandTop = clamp(scroller.scrollTop, 0, Math.max(0, full - visible));
+  var ratio = clamp(window.devicePixelRatio || 1, 1, 3);
+  var painter = new CanvasPainter(canvas, ratio, this.app.fontFamily, { scale: head.scale, top: head.bandTop, height: visible });
+  paintHeadView(painter, this, head.layout, head.links, this.currentFocus(), false);
+};
+
+/** Head view: SVG for small inputs, a canvas for long ones; published layout for tests and tools. */
+Viewer.prototype.renderHeadView = function () {
+  var group = this.group(), state = this.state, app = this.app;
+  var threshold = this.threshold();
+  var slider = this.find("threshold");
+  slider.value = String(threshold);
+  this.find("threshold-value").textContent = threshold.toFixed(3);
+  var layout = headLayout(app, group, state.kind);
+  var links = headLinks(group, state.layer, state.hidden, threshold);
+  var useCanvas = layout.large || links.length > LARGE_LINKS;
+  var svgRoot = $(".head-svg", this.box), canvasBox = $(".head-canvas-box", this.box);
+  var scroller = $(".head-scroll", this.box);
+  setHidden(svgRoot, useCanvas);
+  canvasBox.hidden = !useCanvas;
+  state.focus = null;
+  var scale = 1;
+  if (useCanvas) {
+    clear(svgRoot);
+    scale = Math.min(1, (scroller.clientWidth || layout.width) / layout.width);
+    canvasBox.style.width = Math.ceil(layout.width * scale) + "px";
+    canvasBox.style.height = Math.ceil(layout.height * scale) + "px";
+    this.head = { layout: layout, links: links, canvas: true, scale: scale, bandTop: 0 };
+    this.paintCanvasBand();
+  } else {
+    this.head = { layout: layout, links: links, canvas: false };
+    paintHeadView(new SvgPainter(svgRoot, app.fontFamily), this, layout, links, null, true);
+    focusSvg(svgRoot, this.currentFocus());
+  }
+  var shown = useCanvas ? canvasBox : svgRoot;
+  shown.dataset.layout = JSON.stringify({ top: layout.top, row: layout.rowHeight, queryX: layout.queryX,
+                                          keyX: layout.keyX, width: layout.width, height: layout.height, scale: scale });
+  var view = this.find("head-view");
+  view.dataset.mode = useCanvas ? "canvas" : "svg";
+  view.dataset.links = String(links.length);
+  view.dataset.drawn = "1";
+};
+
+/** Model view: a layers x heads grid of thumbnails of the current kind and method. */
+Viewer.prototype.renderModelView = function () {
+  var state = this.state, group = this.group(), self = this;
+  var grid = this.find("model-view");
+  clear(grid);
+  delete grid.dataset.drawn;
+  grid.style.gridTemplateColumns = "auto repeat(" + group.numHeads + ", auto)";
+  grid.appendChild(el("span", { class: "axis" }, ""));
+  group.headLabels.forEach(function (label, head) {
+    grid.appendChild(el("span", { class: "axis", style: group.numHeads > 1 ? "color:" + headColor(head) : null }, label));
+  });
+  var thumbs = [], row = stepRow(this);
+  group.layers.forEach(function (heads, layer) {
+    grid.appendChild(el("span", { class: "axis" }, group.layerLabels[layer]));
+    heads.forEach(function (matrix, head) {
+      var ablated = self.ablated[state.kind + "|" + group.layerNumbers[layer] + "|" + head];
+      var canvas = el("canvas", { class: "thumb" + (ablated ? " ablated" : ""), "data-layer": layer, "data-head": head,
+                                  title: group.layerLabels[layer] + ", " + group.headLabels[head] });
+      canvas.addEventListener("click", function () {
+        if (self.onThumbClick) self.onThumbClick(layer, head); else self.enlarge(layer, head);
+      });
+      grid.appendChild(canvas);
+      thumbs.push({ canvas: canvas, matrix: matrix, scale: group.scale, row: row });
+    });
+  });
+  paintThumbs(this, thumbs, function () { grid.dataset.drawn = "1"; });
+  renderLegend(this.find("legend"), group.scale, state.method === "attention");
+  this.find("enlarged").hidden = true;
+};
+
+/** Repaint the thumbnails and the open heatmap after the step changed. */
+Viewer.prototype.repaintForStep = function () {
+  var group = this.group(), row = stepRow(this), grid = this.find("model-view");
+  delete grid.dataset.drawn;
+  var thumbs = $$(".thumb", this.box).map(function (canvas) {
+    return { canvas: canvas, matrix: group.layers[Number(canvas.dataset.layer)][Number(canvas.dataset.head)],
+             scale: group.scale, row: row };
+  });
+  paintThumbs(this, thumbs, function () { grid.dataset.drawn = "1"; });
+  if (this.state.enlarged) this.enlarge(this.state.enlarged.layer, this.state.enlarged.head);
+  this.refreshFocus();
+};
+
+/** Enlarged heatmap of one (layer, head): SVG cells with tooltips when small, else a canvas. */
+Viewer.prototype.enlarge = function (layer, head) {
+  var state = this.state, group = this.group(), self = this;
+  state.enlarged = { layer: layer, head: head };
+  $$(".thumb", this.box).forEach(function (thumb) {
+    thumb.classList.toggle("selected", Number(thumb.dataset.layer) === layer && Number(thumb.dataset.head) === head);
+  });
+  if (state.layer !== layer) this.selectLayer(layer);
+  var panel = this.find("enlarged");
+  panel.hidden = false;
+  this.find("enlarged-title").textContent = KIND_LABELS[state.kind] + " · " + group.layerLabels[layer] + " · " +
+    group.headLabels[head];
+  this.find("enlarged-close").onclick = function () {
+    panel.hidden = true;
+    state.enlarged = null;
+    $$(".thumb.selected", self.box).forEach(function (t) { t.classList.remove("selected"); });
+  };
+  var svgRoot = $(".heatmap-svg", panel), canvas = $(".heatmap-canvas", panel);
+  var large = Math.max(group.queries.length, group.keys.length) > LARGE_TOKENS;
+  setHidden(svgRoot, large);
+  canvas.hidden = !large;
+  this.find("enlarged-readout").textContent = large ? "move the mouse over the map to read a weight" : "";
+  if (large) {
+    clear(svgRoot);
+    this.enlargedLayout = paintHeatmap(new CanvasPainter(canvas, 1, this.app.fontFamily), enlargedSpec(this, layer, head));
+  } else {
+    this.enlargedLayout = paintHeatmap(new SvgPainter(svgRoot, this.app.fontFamily), enlargedSpec(this, layer, head), true);
+  }
+};
+
+Viewer.prototype.readCell = function (canvas, event) {
+  var layout = this.enlargedLayout, state = this.state;
+  if (!layout || !state.enlarged) return;
+  var box = canvas.getBoundingClientRect(), scale = box.width / layout.width;
+  var k = Math.floor(((event.clientX - box.left) / scale - layout.left) / layout.cell);
+  var q = Math.floor(((event.clientY - box.top) / scale - layout.top) / layout.cell);
+  var group = this.group();
+  if (q < 0 || k < 0 || q >= layout.rows || k >= layout.cols) return;
+  var weight = group.layers[state.enlarged.layer][state.enlarged.head][q][k];
+  this.find("enlarged-readout").textContent = group.queries[q] + " → " + group.keys[k] + ": " + formatValue(weight);
+};
+
+// ------------------------------------------------------------------ mounting
+
+function newViewer(app) {
+  var box = app.template.content.firstElementChild.cloneNode(true);
+  return new Viewer(app, box);
+}
+
+function mount(root) {
+  if (root.attnlabMounted) return;
+  root.attnlabMounted = true;
+  root.setAttribute("data-attnlab-mounted", "");
+  var dataNode = $("script[data-attnlab-data]", root);
+  var data = JSON.parse((dataNode && dataNode.textContent) || "{}");
+  var template = $("template[data-attnlab-template=viewer]", root);
+  var app = {
+    root: root, template: template,
+    svgNamespace: template.content.querySelector("svg").namespaceURI,
+    fontFamily: getComputedStyle(root).fontFamily || "sans-serif"
+  };
+  app.measure = makeMeasurer(app.fontFamily);
+  var main = $("[data-slot=main]", root);
+  var explorer = data.explorer || null;
+  if (data.compare || (explorer && explorer.compare)) {
+    app.compare = new ComparePage(app, main);
+    if (data.compare) app.compare.render(data.compare);
+  } else {
+    app.viewer = newViewer(app);
+    main.appendChild(app.viewer.box);
+    if (data.doc) app.viewer.render(data.doc);
+  }
+  root.attnlab = app; // handy from the browser console: document.querySelector("[data-attnlab-root]").attnlab
+  var form = $("[data-testid=explorer-form]", root);
+  if (form && explorer) initExplorer(app, form, explorer);
+}
+
+function mountAll() { $$("[data-attnlab-root]", document).forEach(mount); }
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mountAll);
+else mountAll();
