@@ -16,25 +16,45 @@ from .timing import BenchResult, compare, peak_memory_mib, ratio
 
 
 def matmul_gflops(dtype: torch.dtype = torch.float32, *, size: int = 1024, repeats: int = 10,
-                  device: str | torch.device = "cpu") -> float:
+                  device: str | torch.device = "cpu", max_seconds: float | None = None) -> float:
     """This machine's measured (size × size) @ (size × size) throughput in GFLOP/s: best of ``repeats``.
 
     The best, not the median, because it is a ceiling: the most the matmul
-    kernels delivered here, with the threads PyTorch uses now.
+    kernels delivered here, with the threads PyTorch uses now. ``max_seconds``
+    stops the repeats early (after at least one) once they have taken that long:
+    an emulated bf16 matmul is ~50× slower than fp32.
     """
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)  # random, never zeros: zeros run faster
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b  # warm-up
-    best = float("inf")
+    best, spent = float("inf"), 0.0
     for _ in range(repeats):
         sync()
         start = time.perf_counter()
         a @ b
         sync()
-        best = min(best, time.perf_counter() - start)
+        took = time.perf_counter() - start
+        best, spent = min(best, took), spent + took
+        if max_seconds is not None and spent >= max_seconds:
+            break
     return 2 * size**3 / best / 1e9
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bf16 matmuls natively (CUDA with bf16, CPUs with AVX-512 bf16 or AMX).
+
+    Elsewhere bf16 is emulated, on the fp32 units: a bf16 step's hardware limit is then the fp32 rate.
+    """
+    from ..training.hardware import resolve_precision
+
+    return resolve_precision("auto", torch.device(device)) == "bf16"
+
+
+def achieved_gflops(flops: float, seconds: float) -> float:
+    """Model GFLOP/s of a step of ``flops`` that took ``seconds``."""
+    return flops / seconds / 1e9
 
 
 # --------------------------------------------------------------------------- training-step benchmark
@@ -269,9 +289,10 @@ def train_step_benchmark(
 
     One row per precision (``fp32``; ``bf16`` = autocast): median ms of each
     candidate (interleaved), ``attnlab_vs_torch`` (torch time / attnlab time,
-    > 1: attnlab faster), target tokens/s and model FLOP utilisation
-    (:func:`model_flops_per_step` / time / this machine's measured matmul
-    GFLOP/s in that precision). The default config is the corpus preset
+    > 1: attnlab faster), target tokens/s, achieved model GFLOP/s
+    (:func:`model_flops_per_step` / time) and model FLOP utilisation (that /
+    this machine's measured matmul GFLOP/s in that precision where it is
+    native, else in fp32: ``mfu_against``). The default config is the corpus preset
     (d_model 256, 4 heads, 3 + 3 layers, d_ff 1024, dropout 0.1) with an 8,000-word vocabulary.
     """
     from ..core.model import TransformerConfig
@@ -287,8 +308,11 @@ def train_step_benchmark(
     peaks = dict(peak_gflops or {})
     rows = []
     for precision in precisions:
-        if precision not in peaks:
-            peaks[precision] = matmul_gflops(dtypes[precision], device=device)
+        # the hardware limit of a step: its precision's matmul rate where native, else fp32's (emulated bf16 runs there)
+        limit = precision if precision == "fp32" or native_bf16(device) else "fp32"
+        for needed in {precision, limit}:
+            if needed not in peaks:
+                peaks[needed] = matmul_gflops(dtypes[needed], device=device, max_seconds=5.0)
         candidates, (ours, theirs) = _train_step_candidates(config, data, precision, device)
         timings = compare(candidates, warmup=warmup, repeats=repeats)
         row: dict[str, Any] = {"precision": precision, "repeats": repeats}
@@ -296,11 +320,13 @@ def train_step_benchmark(
             seconds = timing.median_ms / 1e3
             row[f"{name}_ms"] = timing.median_ms
             row[f"{name}_tokens_per_s"] = data.num_tokens / seconds
-            row[f"{name}_mfu"] = flops / seconds / (peaks[precision] * 1e9)
+            row[f"{name}_gflops_per_s"] = achieved_gflops(flops, seconds)
+            row[f"{name}_mfu"] = row[f"{name}_gflops_per_s"] / peaks[limit]
         row["attnlab_vs_torch"] = ratio(row["torch_ms"], row["attnlab_ms"])
         row["parameters"] = ours
         row["torch_parameters"] = theirs
-        row["matmul_gflops"] = peaks[precision]
+        row["matmul_gflops"] = peaks[limit]
+        row["mfu_against"] = limit
         if memory:
             for name, fn in candidates.items():
                 row[f"{name}_peak_mib"] = peak_memory_mib(fn, device)
@@ -312,7 +338,8 @@ def train_step_benchmark(
         rows.append(row)
         if log is not None:
             log(f"train step {precision}: attnlab={row['attnlab_ms']:.1f} ms, torch={row['torch_ms']:.1f} ms, "
-                f"ratio {row['attnlab_vs_torch']:.2f}")
+                f"ratio {row['attnlab_vs_torch']:.2f}, attnlab {row['attnlab_gflops_per_s']:.1f} GFLOP/s = "
+                f"{row['attnlab_mfu']:.0%} of the {limit} matmul rate ({peaks[limit]:.0f} GFLOP/s)")
     keep_freed_memory(False)
     return BenchResult(
         name="train_step",
@@ -320,8 +347,10 @@ def train_step_benchmark(
                      "attnlab_vs_torch": "torch time / attnlab time (> 1: attnlab faster; target >= 1.0)",
                      "tokens_per_s": "non-padding target tokens per second",
                      "page_faults": "minor page faults during one step (fresh pages from the kernel)",
-                     "mfu": "model FLOPs per step (all matmuls incl. attention, fwd + bwd, padded positions) "
-                            "/ step time / measured matmul GFLOP/s of the same precision"},
+                     "gflops_per_s": "model FLOPs per step (all matmuls incl. attention, fwd + bwd, padded "
+                                     "positions) / step time",
+                     "mfu": "gflops_per_s / the measured matmul GFLOP/s of the same precision where the hardware "
+                            "runs it natively, else of fp32 (mfu_against)"},
         config={**config.to_dict(), "batch": batch, "src_len": src_len, "tgt_len": tgt_len,
                 "target_tokens": data.num_tokens, "model_flops_per_step": flops, "precisions": list(precisions),
                 "warmup": warmup, "repeats": repeats, "threads": torch.get_num_threads(), "device": str(device),
