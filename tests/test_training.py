@@ -444,3 +444,48 @@ def test_the_cpu_is_recorded_in_a_run_shown_by_info_and_in_benchmark_json(tmp_pa
     info = json.loads(capsys.readouterr().out)
     assert info["cpu"] == {"trained_on": cpu_capability(), "this_machine": cpu_capability()}
     assert environment()["cpu"] == cpu_capability()
+
+
+def test_without_a_time_budget_the_trainer_neither_calibrates_nor_measures_the_hardware(tmp_path, monkeypatch):
+    import attnlab.training.trainer as trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run without a time budget calibrated or measured the matmul rate")
+
+    monkeypatch.setattr(trainer, "Calibration", refuse)
+    monkeypatch.setattr(trainer, "UtilisationMeter", refuse)
+    run_config = tiny_run(schedule="cosine", cooldown=0.3)
+    result = train(tmp_path / "run", run_config, progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["plan"] is None
+    assert "plan" not in result["summary"] and "mfu" not in result["summary"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for record in (r for r in records if r["split"] == "train"):
+        assert "mfu" not in record
+        assert record["lr"] == learning_rate(run_config.train, record["step"])  # the configured schedule, exactly
+
+
+def test_evaluations_are_counted_outside_the_steps_and_left_out_of_tokens_per_s(tmp_path, monkeypatch):
+    import attnlab.training.trainer as trainer
+
+    now = [0.0]
+    plain_step, plain_evaluate = trainer.train_step, trainer.evaluate
+
+    def one_second_step(*args, **kwargs):
+        now[0] += 1.0
+        return plain_step(*args, **kwargs)
+
+    def slow_evaluate(*args, **kwargs):
+        now[0] += 7.0
+        return plain_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", one_second_step)
+    monkeypatch.setattr(trainer, "evaluate", slow_evaluate)
+    run_config = tiny_run()  # dev evaluations at steps 10 and 20
+    result = train(tmp_path / "run", run_config, progress=False, clock=lambda: now[0])
+    assert result["summary"]["seconds_outside_steps"] == {"evaluation": 14.0, "checkpoint": 0.0, "plan": 0.0}
+    data = run_config.load_data()
+    stream = BatchStream.for_config(data.train, run_config.train)
+    tokens = [stream.next().num_tokens for _ in range(30)]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for record in (r for r in records if r["split"] == "train"):  # 5 one-second steps a window, evaluations aside
+        assert record["tokens_per_s"] == round(sum(tokens[record["step"] - 5: record["step"]]) / 5.0, 1)

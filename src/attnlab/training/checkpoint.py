@@ -217,8 +217,13 @@ def _prune(root: Path, newest: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict) -> Path:
+                    state: dict, *, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+                    run_weights: nn.Module | None = None) -> Path:
     """Write a full training checkpoint, then point ``latest.json`` at it; keep it and the one before.
+
+    ``extra_tensors`` (file name → tensors) go into the checkpoint directory beside the others, with
+    their digests (a weight average's state); ``run_weights`` is the module whose weights
+    ``RUN/model.safetensors`` gets (default: ``model``).
 
     Raises :class:`CheckpointWriteError` when a file cannot be written; the
     earlier checkpoints and ``latest.json`` are then as they were.
@@ -240,7 +245,9 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         if torch.cuda.is_available():
             rng["torch_cuda"] = torch.cuda.get_rng_state()
         _save_tensors(rng, staging / "rng.safetensors")
-        digests = {file: _sha256(staging / file) for file in TENSOR_FILES}
+        for file, tensors in (extra_tensors or {}).items():
+            _save_tensors(tensors, staging / file)
+        digests = {file: _sha256(staging / file) for file in (*TENSOR_FILES, *(extra_tensors or {}))}
         atomic_write_text(staging / "state.json",
                           json.dumps({"step": step, "optimizer": optim_meta, "sha256": digests, **state}))
         if final.exists():
@@ -258,7 +265,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
             shutil.rmtree(staging, ignore_errors=True)
         raise
     try:
-        save_weights(model, Path(run_dir) / "model.safetensors")
+        save_weights(model if run_weights is None else run_weights, Path(run_dir) / "model.safetensors")
     except OSError as error:
         raise CheckpointWriteError(f"checkpoint {final} is complete, but {Path(run_dir) / 'model.safetensors'} "
                                    f"could not be updated ({error.strerror or error}): free space and continue "
@@ -267,7 +274,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     return final
 
 
-def _restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+def _restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+             extra_tensors: tuple[str, ...] = ()) -> dict:
     """Load one checkpoint directory into ``model`` / ``optimizer`` / the RNG; CheckpointError if unreadable."""
     try:
         state = json.loads((directory / "state.json").read_text())
@@ -281,6 +289,7 @@ def _restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer
                                   "when it was written)")
     load_weights(model, directory / "model.safetensors")
     rng = _read_tensors(directory / "rng.safetensors")
+    state["tensors"] = {file: _read_tensors(directory / file) for file in extra_tensors}
     try:
         if optimizer is not None:
             optimizer.load_state_dict(_unflatten_optimizer(_read_tensors(directory / "optimizer.safetensors"),
@@ -298,13 +307,14 @@ def _warn_on_stderr(message: str) -> None:
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
-                    warn: Callable[[str], None] = _warn_on_stderr) -> dict:
+                    warn: Callable[[str], None] = _warn_on_stderr, extra_tensors: tuple[str, ...] = ()) -> dict:
     """Restore weights, optimizer and RNG state; return the saved trainer ``state`` dict.
 
     Tries the checkpoint ``latest.json`` names, then the others, newest first.
     Falling back is announced by one ``warning:`` line (through ``warn``) that
     names the unreadable checkpoint and the one resumed from; when none is
-    readable, CheckpointError lists why.
+    readable, CheckpointError lists why. The files named in ``extra_tensors``
+    (written by :func:`save_checkpoint`'s ``extra_tensors``) come back in ``state["tensors"]``.
     """
     root = Path(run_dir) / "checkpoints"
     pointed, pointer_problem = _pointed(root)
@@ -315,7 +325,7 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     problems = [pointer_problem] if pointer_problem else []
     for directory in candidates:
         try:
-            state = _restore(directory, model, optimizer)
+            state = _restore(directory, model, optimizer, extra_tensors)
         except CheckpointError as error:
             problems.append(str(error))
             continue

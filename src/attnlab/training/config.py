@@ -23,6 +23,8 @@ from .. import __version__
 from .._strict import strict_from_dict
 from ..core.model import TransformerConfig
 from ..data import TASKS, TaskData, load_corpus, load_synthetic, load_task, load_toy
+from .averaging import AVERAGES
+from .budget import BudgetPlan
 from .hardware import PRECISIONS
 from .presets import default_model, default_train, task_family
 from .schedule import SCHEDULES
@@ -36,7 +38,19 @@ DATA_FIELDS = ("src_vocab_size", "tgt_vocab_size", "pad_id")  # model fields the
 
 @dataclass
 class TrainConfig:
-    """How to train: steps, batches, optimiser, schedule, evaluation and logging."""
+    """How to train: steps, batches, optimiser, schedule, evaluation and logging.
+
+    With ``max_minutes`` the trainer times its first steps and fits the warmup to the steps the
+    budget buys (:mod:`attnlab.training.budget`); without it the schedule is exactly the configured one.
+
+    ``average="ema"`` evaluates with, and saves as the run's weights, an exponential moving
+    average of the weights (decay ``ema_decay``; :mod:`attnlab.training.averaging`). It is off in
+    every preset: turning it on for the corpus presets needs a measured CPU run of the recipe
+    (issue 16), which the session that wrote it could not make on its shared machine.
+
+    ``report_mfu`` logs model FLOP utilisation (``mfu`` in metrics.jsonl and the summary) against
+    a matmul rate measured at the start (~0.2 s); a time budget turns it on as well.
+    """
 
     steps: int = 2000
     batch_size: int | None = 64  # sentences per batch (synthetic tasks)
@@ -57,6 +71,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     max_minutes: float | None = None  # stop early when the wall-clock budget is spent
     compile: bool = False  # torch.compile the training forward/backward (measured: see docs/scaling.md)
+    average: str = "none"  # none, or ema: evaluate and save an exponential moving average of the weights
+    ema_decay: float = 0.995  # β of the average: it spans about 1 / (1 - β) steps
+    report_mfu: bool = False  # log model FLOP utilisation (always on with max_minutes)
 
     def __post_init__(self):
         self.validate()
@@ -90,6 +107,12 @@ class TrainConfig:
             raise ValueError(f"compile must be true or false, got {self.compile!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
+        if self.average not in AVERAGES:
+            raise ValueError(f"unknown average {self.average!r}; allowed: {', '.join(AVERAGES)}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0.0 < self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
+        if not isinstance(self.report_mfu, bool):
+            raise ValueError(f"report_mfu must be true or false, got {self.report_mfu!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -132,13 +155,18 @@ def check_task(task: str) -> None:
 
 @dataclass
 class RunConfig:
-    """What to train and how: model, training, task (with its options) and architecture."""
+    """What to train and how: model, training, task (with its options) and architecture.
+
+    ``plan`` is not a setting: it is what a time budget was found to buy (:class:`BudgetPlan`),
+    written into ``config.json`` by the trainer once it has calibrated, so a resumed run keeps it.
+    """
 
     model: TransformerConfig
     train: TrainConfig
     task: str
     task_options: dict = field(default_factory=dict)
     architecture: str = "transformer"
+    plan: BudgetPlan | None = None
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -187,13 +215,15 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {"architecture": self.architecture, "model": self.model.to_dict(), "train": asdict(self.train),
-                "task": self.task, "task_options": self.task_options, "attnlab_version": __version__}
+                "task": self.task, "task_options": self.task_options,
+                "plan": None if self.plan is None else self.plan.to_dict(), "attnlab_version": __version__}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         try:
             return cls(model=TransformerConfig.from_dict(data["model"]), train=TrainConfig.from_dict(data["train"]),
                        task=data["task"], task_options=data.get("task_options", {}),
-                       architecture=data.get("architecture", "transformer"))
+                       architecture=data.get("architecture", "transformer"),
+                       plan=BudgetPlan.from_dict(data["plan"]) if data.get("plan") is not None else None)
         except KeyError as missing:
             raise ValueError(f"run config lacks the key {missing}") from None

@@ -8,13 +8,18 @@ translator for the demo; real corpora get a recipe sized for ~30 minutes of a
   peak rate of 2e-3: the largest gain a step-matched search found for a short
   budget (fra-eng, 754 steps: 38.8 / 39.9 BLEU for two seeds, against 33.9 /
   34.7 for post-LN at 1e-3);
-* a short warmup (200 steps) — the paper's 4,000 outlast the whole budget;
+* a short warmup (200 steps) — the paper's 4,000 outlast the whole budget; with ``--max-minutes``
+  the trainer times its first steps and, when the budget buys fewer than 1,600, compresses the
+  warmup to the same share of the steps it buys (:mod:`attnlab.training.budget`; 545 steps → 68);
 * a linear cool-down to zero over the last fifth of the run (steps, or the
   clock with ``--max-minutes``): the low-rate end settles the weights;
 * bf16 autocast where the hardware computes in bf16 natively (``auto``);
 * fra-eng (157k pairs) sees its data about three times in that budget, too few
   to overfit, so it trains without dropout; the small Multi30k (29k pairs)
   keeps dropout 0.1.
+
+No preset averages its weights (``average="none"``): whether an EMA helps this recipe on a
+small CPU budget has not been measured yet (see docs/translation.md).
 
 ``benchmarks/fra_eng.py`` measures this recipe against a torch.nn.Transformer
 baseline; the README has the numbers.

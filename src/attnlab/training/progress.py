@@ -113,6 +113,15 @@ class TrainingProgress:
         else:
             self.progress.console.print(f"  step {step}: dev loss {summary['loss']:.3f}, {metric} {shown}")
 
+    def message(self, text: str) -> None:
+        """A line of its own (the plan a time budget bought): above the live bar, or plain on stderr."""
+        if not self.enabled:
+            return
+        if self.plain:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            self.progress.console.print(text)
+
     def _print_line(self, now: float) -> None:
         self.last_line = now
         session_s = now - self.started

@@ -9,6 +9,11 @@ cosine or constant, with an optional cool-down), in the precision that
 The run directory is written only through :mod:`attnlab.training.checkpoint`, so it can
 be resumed after a crash and reproduces an uninterrupted run bit for bit.
 
+With a time budget (``max_minutes``) the first steps are timed and the warmup is fitted to
+the steps the budget buys (:mod:`attnlab.training.budget`; the plan goes into ``config.json``),
+and model FLOP utilisation is logged. ``average="ema"`` evaluates and saves an exponential
+moving average of the weights (:mod:`attnlab.training.averaging`).
+
 Under ``torchrun`` the same loop runs data-parallel (:mod:`attnlab.training.distributed`):
 every rank builds the same global batch, keeps its own rows, and the loss is
 normalised by the *global* token count, so that DistributedDataParallel's
@@ -21,7 +26,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +36,12 @@ import torch.nn.functional as F
 from ..data import PAD_ID, TaskData, make_batches
 from ..files import atomic_write_text
 from . import checkpoint, distributed
+from .averaging import AVERAGE_FILE, WeightAverage
+from .budget import EVAL_PROBE_EXAMPLES, BudgetPlan, Calibration, UtilisationMeter, fit_plan
 from .config import RunConfig, TrainConfig
 from .evaluation import evaluate
 from .hardware import autocast, cpu_capability, keep_freed_memory, resolve_device, resolve_precision
-from .runs import build_model, write_config
+from .runs import build_model, read_config, write_config
 from .schedule import budget_used, learning_rate
 
 __all__ = ["BatchStream", "train", "train_step", "make_optimizer"]
@@ -151,12 +160,14 @@ def _logged_step(line: str) -> int | None:
 
 
 def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progress: bool = True,
-          data: TaskData | None = None, on_log=None, progress_label: str = "train") -> dict | None:
+          data: TaskData | None = None, on_log=None, progress_label: str = "train",
+          clock: Callable[[], float] = time.perf_counter) -> dict | None:
     """Train (or resume) the run in ``run_dir``; return the final evaluation dict.
 
     ``data`` may be given to reuse an already-loaded task (tests, experiments). ``progress``
     shows a bar on a terminal and plain lines elsewhere (:mod:`attnlab.training.progress`),
-    headed ``progress_label``.
+    headed ``progress_label``. ``clock`` (seconds) times the budget, the calibration and the
+    throughput; tests pass a fake one.
     Started by torchrun, every rank trains its shard of each batch; rank 0
     returns the evaluation and the other ranks return None.
     """
@@ -166,14 +177,29 @@ def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progres
     keep_freed_memory()
     try:
         return _train(run_dir, run_config, context, device, resume=resume, progress=progress, data=data,
-                      on_log=on_log, progress_label=progress_label)
+                      on_log=on_log, progress_label=progress_label, clock=clock)
     finally:
         keep_freed_memory(False)  # the rest of the process (tests, notebooks) gets glibc's defaults back
         distributed.cleanup(context)
 
 
+def _stored_plan(run_dir: Path) -> BudgetPlan | None:
+    """The plan in the run directory's config.json (a resumed run keeps the plan it made)."""
+    return read_config(run_dir).plan if (run_dir / "config.json").is_file() else None
+
+
+def _shared_plan(plan: BudgetPlan | None, context: "distributed.DistributedContext") -> BudgetPlan | None:
+    """Rank 0's plan (or its absence) on every rank: their schedules must agree."""
+    if not context.enabled:
+        return plan
+    box = [None if plan is None else plan.to_dict()]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return None if box[0] is None else BudgetPlan.from_dict(box[0])
+
+
 def _train(run_dir: Path, run_config: RunConfig, context: "distributed.DistributedContext", device: torch.device, *,
-           resume: bool, progress: bool, data: TaskData | None, on_log, progress_label: str) -> dict | None:
+           resume: bool, progress: bool, data: TaskData | None, on_log, progress_label: str,
+           clock: Callable[[], float]) -> dict | None:
     config = run_config.train
     main = context.is_main
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -182,13 +208,19 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     run_config = run_config.with_vocab(data.source.vocab_size, data.target.vocab_size)
     model = build_model(run_config).to(device)
     optimizer = make_optimizer(model, config, device)
+    average = WeightAverage(model, config.ema_decay) if config.average == "ema" else None
 
     precision = resolve_precision(config.precision, device)
     step, epoch, batch_index, trained_s = 0, 0, 0, 0.0
     if resume:  # every rank reads the checkpoint (a shared file system across nodes)
-        state = checkpoint.load_checkpoint(run_dir, model, optimizer)
+        state = checkpoint.load_checkpoint(run_dir, model, optimizer,
+                                           extra_tensors=(AVERAGE_FILE,) if average is not None else ())
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
         trained_s = state.get("train_seconds", 0.0)  # a time budget counts the sessions before this one
+        if average is not None:
+            average.load_state_dict(state["tensors"][AVERAGE_FILE])
+        if run_config.plan is None:
+            run_config = replace(run_config, plan=_stored_plan(run_dir))
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, run_config)
@@ -199,6 +231,25 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
             print(f"warning: skipped {skipped} malformed corpus line(s); details in {run_dir / 'data.json'} "
                   "(--strict stops at the first one)", file=sys.stderr)
     log = _MetricsLog(run_dir / "metrics.jsonl", step if resume else None, enabled=main)
+    plan = run_config.plan
+    # a time budget is calibrated once, in the session that reaches the end of the calibration
+    calibration = Calibration() if config.max_minutes is not None and plan is None else None
+    meter = None
+    if main and (config.max_minutes is not None or config.report_mfu) and run_config.architecture == "transformer":
+        meter = UtilisationMeter(run_config.model, precision, device)  # measures the matmul rate (~0.2 s)
+
+    def weights() -> torch.nn.Module:
+        """What is evaluated and saved as the run's weights: the average, when there is one."""
+        return model if average is None else average.averaged_model(model)
+
+    def save(at_step: int, seconds: float) -> float:
+        """Checkpoint (rank 0); returns the seconds it took."""
+        began = clock()
+        checkpoint.save_checkpoint(run_dir, at_step, model, optimizer,
+                                   {"epoch": stream.epoch, "batch_index": stream.index, "train_seconds": seconds},
+                                   extra_tensors=None if average is None else {AVERAGE_FILE: average.state_dict()},
+                                   run_weights=None if average is None else weights())
+        return clock() - began
 
     step_model = model
     if context.enabled:
@@ -210,19 +261,23 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     from .progress import TrainingProgress  # rich is only needed while training
 
     bar = TrainingProgress(total=config.steps, start=step, enabled=progress and main, label=progress_label,
-                           elapsed_before=trained_s,
+                           elapsed_before=trained_s, clock=clock,
                            time_budget_s=None if config.max_minutes is None else 60 * config.max_minutes)
     stream = BatchStream.for_config(data.train, config, epoch=epoch, index=batch_index)
-    started = time.perf_counter() - trained_s
+    session_start = clock()
+    started = session_start - trained_s
     elapsed = trained_s  # rank 0's clock, shared by every rank: the schedule and the stop must agree
-    window_tokens, window_start = 0, time.perf_counter()
+    window_tokens, window_flops, window_start, window_outside = 0, 0.0, clock(), 0.0
+    spent = {"evaluation": 0.0, "checkpoint": 0.0, "plan": 0.0}  # this session's seconds outside training steps
+    session_flops = 0.0
     model.train()
     stopped_early = False
     with bar:
         while step < config.steps:
+            step_began = clock()
             global_batch = stream.next()
             step += 1
-            lr = learning_rate(config, step, budget_used(config, step, elapsed))
+            lr = learning_rate(config, step, budget_used(config, step, elapsed), plan)
             if context.enabled:
                 # Each rank's dropout stream is a function of (seed, rank, step): different on every
                 # rank, and the same after a resume as in an uninterrupted run.
@@ -232,46 +287,103 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                               label_smoothing=config.label_smoothing, grad_clip=config.grad_clip,
                               precision=precision, loss_weight=weight,
                               token_normaliser=global_batch.num_tokens / context.world_size)
+            if average is not None:
+                average.update(model)
+            if calibration is not None and device.type == "cuda":
+                torch.cuda.synchronize(device)  # a calibrated step is a finished step
+            step_s = clock() - step_began
             window_tokens += global_batch.num_tokens
+            if meter is not None:
+                window_flops += meter.batch_flops(batch)
 
             if step % config.log_every == 0 or step == config.steps:
                 loss_value = distributed.all_reduce_mean(loss, context).item()
-                window_s = time.perf_counter() - window_start
+                window_s = max(clock() - window_start - window_outside, 1e-9)  # evaluations and checkpoints excluded
                 record = {"step": step, "split": "train", "epoch": stream.epoch, "loss": round(loss_value, 6),
-                          "lr": lr, "tokens_per_s": round(window_tokens / max(window_s, 1e-9), 1)}
+                          "lr": lr, "tokens_per_s": round(window_tokens / window_s, 1)}
+                if meter is not None:
+                    record["mfu"] = float(f"{meter.mfu(window_flops, window_s):.4g}")
                 log.add(record)
                 bar.update(step, loss=loss_value, lr=lr, tokens_per_s=record["tokens_per_s"])
-                window_tokens, window_start = 0, time.perf_counter()
+                session_flops += window_flops
+                window_tokens, window_flops, window_start, window_outside = 0, 0.0, clock(), 0.0
                 if on_log and main:
                     on_log(record)
             if step % config.eval_every == 0 and step != config.steps and main:
-                scores = evaluate(model, data.dev[: config.eval_examples], data, device=device, breakdown=False)
+                began = clock()
+                scores = evaluate(weights(), data.dev[: config.eval_examples], data, device=device, breakdown=False)
                 model.train()
                 log.add({"step": step, "split": "dev", **scores["summary"]})
                 bar.note(step, scores["summary"], data.metric)
+                window_outside += clock() - began
+                spent["evaluation"] += clock() - began
+            planned_at = None
+            if calibration is not None:
+                if main and calibration.add(step_s) and step < config.steps:
+                    began = clock()
+                    plan = _make_plan(config, calibration, step, clock, started=started, dev=data.dev,
+                                      evaluate_dev=lambda examples: evaluate(weights(), examples, data, device=device,
+                                                                             breakdown=False),
+                                      save=lambda: save(step, clock() - started))
+                    planned_at = step  # _make_plan saved this step's checkpoint
+                    model.train()
+                    run_config = replace(run_config, plan=plan)
+                    write_config(run_dir, run_config)
+                    bar.message(plan.describe())
+                    window_outside += clock() - began
+                    spent["plan"] += clock() - began
+                plan = _shared_plan(plan, context)
+                if plan is not None:
+                    calibration = None
             bar.tick(step)
-            elapsed = time.perf_counter() - started
+            elapsed = clock() - started
             if context.enabled and config.max_minutes is not None:  # rank 0's clock decides for every rank
-                clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
-                torch.distributed.broadcast(clock, src=0)
-                elapsed = clock.item()
+                shared = torch.tensor([elapsed], dtype=torch.float64, device=device)
+                torch.distributed.broadcast(shared, src=0)
+                elapsed = shared.item()
             out_of_time = config.max_minutes is not None and elapsed > 60 * config.max_minutes
-            if (step % config.checkpoint_every == 0 or step == config.steps or out_of_time) and main:
-                checkpoint.save_checkpoint(run_dir, step, model, optimizer,
-                                           {"epoch": stream.epoch, "batch_index": stream.index,
-                                            "train_seconds": elapsed})
+            due = step % config.checkpoint_every == 0 or step == config.steps or out_of_time
+            if due and main and planned_at != step:
+                checkpoint_s = save(step, elapsed)
+                window_outside += checkpoint_s
+                spent["checkpoint"] += checkpoint_s
             if out_of_time:
                 stopped_early = True
                 break
     distributed.barrier(context)  # the last checkpoint is complete before any rank leaves
     if not main:
         return None
-    result = evaluate(model, data.test, data, device=device, breakdown=True)
+    session_step_s = clock() - session_start - sum(spent.values())
+    final = weights()
+    result = evaluate(final, data.test, data, device=device, breakdown=True)
     result["summary"].update({"steps": step, "epochs": round(stream.epochs, 3),
-                              "train_minutes": round((time.perf_counter() - started) / 60, 3),
+                              "train_minutes": round((clock() - started) / 60, 3),
                               "stopped_early": stopped_early, "precision": precision,
                               "parameters": sum(p.numel() for p in model.parameters()),
-                              "world_size": context.world_size, "cpu": cpu_capability()})
+                              "world_size": context.world_size, "average": config.average,
+                              # inside the budget, outside the training steps: dev evaluations, checkpoints, the plan
+                              "seconds_outside_steps": {name: round(value, 2) for name, value in spent.items()}})
+    if meter is not None:
+        result["summary"].update(meter.summary(session_flops + window_flops, session_step_s))
+    if plan is not None:
+        result["summary"]["plan"] = plan.to_dict()
+    result["summary"]["cpu"] = cpu_capability()
     atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
                                                          "examples": result["examples"]}, indent=2))
     return result
+
+
+def _make_plan(config: TrainConfig, calibration: Calibration, step: int, clock: Callable[[], float], *,
+               started: float, dev: list, evaluate_dev: Callable[[list], object],
+               save: Callable[[], float]) -> BudgetPlan:
+    """The plan after the calibration's last step: time a dev evaluation (scaled up from a probe of
+    :data:`EVAL_PROBE_EXAMPLES` sentences) and a checkpoint (saved at this step), then :func:`fit_plan`."""
+    eval_s = 0.0
+    if dev:
+        probe = dev[: min(EVAL_PROBE_EXAMPLES, config.eval_examples)]
+        began = clock()
+        evaluate_dev(probe)
+        eval_s = (clock() - began) * min(config.eval_examples, len(dev)) / len(probe)
+    checkpoint_s = save()
+    return fit_plan(config, step=step, elapsed_s=clock() - started, step_seconds=max(calibration.step_seconds, 1e-9),
+                    eval_seconds=eval_s, checkpoint_seconds=checkpoint_s)

@@ -1,0 +1,245 @@
+"""What a wall-clock budget buys: a training plan fitted to it, and how close the steps run to the hardware.
+
+With ``max_minutes`` the trainer first times its opening steps (:class:`Calibration`: a short
+warm-in, then :data:`CALIBRATION_STEPS` steps or :data:`CALIBRATION_MAX_S` seconds), then
+:func:`fit_plan` estimates how many steps the rest of the budget buys, after the dev
+evaluations and checkpoints it will also pay for:
+
+    N = the largest n with  n ≤ k + ⌊(B − t_k − overhead(k, n)) / s⌋
+
+(k: the step the plan is made at, t_k: seconds spent so far, B = 60 · max_minutes, s: seconds per
+step, overhead: the evaluations and checkpoints due in (k, n], at their measured cost). When the
+budget buys fewer steps than configured, the configured schedule is compressed to N steps: the
+warmup keeps its share of the run, W = warmup · N / steps (at least 2k, so the ramp after the
+calibration is no shorter than the calibration; at most the configured warmup). The peak rate is
+the configured one, and the cool-down is the configured fraction of the clock (its first minute is
+stated). The calibration steps are ordinary training steps on the configured warmup's ramp; the
+plan's ramp continues from where they left off (:func:`attnlab.training.schedule.learning_rate`).
+
+    >>> plan = fit_plan(TrainConfig(steps=1600, warmup=200, lr=2e-3, cooldown=0.2, max_minutes=30, max_tokens=4096,
+    ...                             eval_every=400, checkpoint_every=200), step=13, elapsed_s=42.9, step_seconds=3.3)
+    >>> plan.describe()
+    'plan: ≈ 545 steps of 4,096 tokens; warmup 68; peak 2e-3; cool-down from minute 24'
+
+The plan is stored in ``config.json`` (``"plan"``), so a resumed run keeps it. Model FLOP
+utilisation (:class:`UtilisationMeter`) is what the steps achieve against this process's measured
+matmul rate: MFU = model FLOPs per second / matmul FLOPs per second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .._strict import strict_from_dict
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = ["BudgetPlan", "Calibration", "fit_plan", "UtilisationMeter", "WARM_IN_STEPS", "CALIBRATION_STEPS",
+           "CALIBRATION_MAX_S", "EVAL_PROBE_EXAMPLES"]
+
+WARM_IN_STEPS = 3  # not timed: the first steps pay for allocations and thread start-up
+CALIBRATION_STEPS = 10  # timed steps after the warm-in ...
+CALIBRATION_MAX_S = 60.0  # ... or fewer, once they have taken this long
+EVAL_PROBE_EXAMPLES = 16  # dev sentences decoded to estimate what one dev evaluation costs
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """The steps a time budget is expected to buy, and the schedule set for them (``config.json``'s ``"plan"``)."""
+
+    steps: int  # steps planned for: min(budget_steps, the configured steps)
+    budget_steps: int  # steps the budget is expected to buy
+    calibration_steps: int  # the plan was made after this step; steps up to it ran on the configured warmup's ramp
+    warmup: int
+    peak_lr: float
+    cooldown_from_step: int | None  # None without a cool-down
+    cooldown_from_minute: float | None
+    step_seconds: float  # measured seconds per training step
+    eval_seconds: float  # estimated seconds per dev evaluation
+    checkpoint_seconds: float  # measured seconds per checkpoint
+    overhead_seconds: float  # expected evaluation + checkpoint seconds after the plan, inside the budget
+    max_minutes: float
+    batch_tokens: int | None = None  # padded tokens per batch (max_tokens), or
+    batch_sentences: int | None = None  # sentences per batch (batch_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BudgetPlan":
+        return strict_from_dict(cls, data, "plan")
+
+    def describe(self) -> str:
+        """One line: steps, batch, warmup, peak and where the cool-down starts."""
+        batch = (f"{self.batch_tokens:,} tokens" if self.batch_tokens is not None
+                 else f"{self.batch_sentences:,} sentences")
+        if self.steps < self.budget_steps:
+            steps = f"{self.steps:,} steps of {batch} (all the configured steps; the budget buys ≈ {self.budget_steps:,})"
+        else:
+            steps = f"≈ {self.steps:,} steps of {batch}"
+        if self.cooldown_from_step is None:
+            cooldown = "no cool-down"
+        elif self.steps < self.budget_steps:
+            cooldown = f"cool-down from step {self.cooldown_from_step:,}"
+        else:
+            cooldown = f"cool-down from minute {self.cooldown_from_minute:g}"
+        return f"plan: {steps}; warmup {self.warmup:,}; peak {_short_float(self.peak_lr)}; {cooldown}"
+
+
+def _short_float(value: float) -> str:
+    """0.002 → '2e-3', 0.0015 → '1.5e-3', 0.5 → '0.5'."""
+    if value == 0 or 1e-2 <= abs(value) < 1e3:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.2e}".split("e")  # '2.00e-03'
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def _multiples(after: int, up_to: int, every: int) -> int:
+    """How many multiples of ``every`` lie in (after, up_to]."""
+    return max(0, up_to // every - after // every)
+
+
+def _overhead_s(config: "TrainConfig", step: int, last: int, eval_seconds: float, checkpoint_seconds: float) -> float:
+    """Seconds of dev evaluations and checkpoints due after ``step`` in a run that stops after ``last``.
+
+    The trainer evaluates at every multiple of ``eval_every`` except the configured last step, and
+    checkpoints at every multiple of ``checkpoint_every`` and when it stops.
+    """
+    evaluations = _multiples(step, min(last, config.steps - 1), config.eval_every)
+    checkpoints = _multiples(step, last - 1, config.checkpoint_every) + (1 if last > step else 0)
+    return evaluations * eval_seconds + checkpoints * checkpoint_seconds
+
+
+def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds: float, eval_seconds: float = 0.0,
+             checkpoint_seconds: float = 0.0) -> BudgetPlan:
+    """The plan for the rest of ``config``'s time budget, made after ``step`` steps and ``elapsed_s`` seconds.
+
+    N is the largest step count whose steps, evaluations and checkpoints fit in the budget (see the
+    module docstring); the warmup, peak and cool-down follow from N and the configuration.
+
+        >>> fit_plan(TrainConfig(steps=1600, warmup=200, max_minutes=30), step=13, elapsed_s=42.9,
+        ...          step_seconds=3.3).warmup
+        68
+    """
+    if config.max_minutes is None:
+        raise ValueError("a plan needs a time budget (max_minutes)")
+    if not step_seconds > 0:
+        raise ValueError(f"step_seconds must be > 0, got {step_seconds!r}")
+    budget_s = 60.0 * config.max_minutes
+
+    def affordable(last: int) -> int:  # steps the budget buys if the overhead is that of a run ending at `last`
+        left = budget_s - elapsed_s - _overhead_s(config, step, last, eval_seconds, checkpoint_seconds)
+        return step + max(0, math.floor(left / step_seconds))
+
+    # affordable() falls as `last` grows (more evaluations, more checkpoints), so the largest
+    # n <= affordable(n) is found by bisection between `step` and the overhead-free count.
+    low, high = step, affordable(step)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if middle <= affordable(middle) else (low, middle - 1)
+    budget_steps = low
+    steps = min(budget_steps, config.steps)
+    warmup = config.warmup
+    if steps < config.steps and config.warmup > 2 * step:
+        warmup = min(config.warmup, max(2 * step, round(config.warmup * steps / config.steps)))
+    cooldown_step = cooldown_minute = None
+    if config.cooldown > 0:
+        cooldown_step = math.floor((1 - config.cooldown) * steps) + 1
+        if steps < config.steps:  # the clock runs out first: the cool-down starts at its fraction of the clock
+            cooldown_minute = round((1 - config.cooldown) * config.max_minutes, 2)
+        else:  # the steps run out first
+            expected_s = elapsed_s + (cooldown_step - 1 - step) * step_seconds
+            cooldown_minute = round(max(expected_s, elapsed_s) / 60.0, 2)
+    return BudgetPlan(steps=steps, budget_steps=budget_steps, calibration_steps=step, warmup=warmup,
+                      peak_lr=config.lr, cooldown_from_step=cooldown_step, cooldown_from_minute=cooldown_minute,
+                      step_seconds=step_seconds, eval_seconds=eval_seconds, checkpoint_seconds=checkpoint_seconds,
+                      overhead_seconds=round(_overhead_s(config, step, steps, eval_seconds, checkpoint_seconds), 3),
+                      max_minutes=config.max_minutes, batch_tokens=config.max_tokens,
+                      batch_sentences=None if config.max_tokens else config.batch_size)
+
+
+class Calibration:
+    """Seconds per training step, timed on a session's first steps.
+
+    The first ``warm_in`` steps are not timed; then ``steps`` steps are, or fewer once they have
+    taken ``max_seconds`` (at least one). :meth:`add` returns True on the step that completes it.
+
+        >>> calibration = Calibration(warm_in=1, steps=2)
+        >>> [calibration.add(s) for s in (9.0, 3.0, 5.0)], calibration.step_seconds
+        ([False, False, True], 4.0)
+    """
+
+    def __init__(self, *, warm_in: int = WARM_IN_STEPS, steps: int = CALIBRATION_STEPS,
+                 max_seconds: float = CALIBRATION_MAX_S):
+        self.warm_in, self.steps, self.max_seconds = warm_in, steps, max_seconds
+        self.seen, self.timed = 0, []
+
+    def add(self, seconds: float) -> bool:
+        """Record one step's duration; True when the calibration is complete (and only then)."""
+        if self.done:
+            return False
+        self.seen += 1
+        if self.seen > self.warm_in:
+            self.timed.append(seconds)
+        return self.done
+
+    @property
+    def done(self) -> bool:
+        return bool(self.timed) and (len(self.timed) >= self.steps or sum(self.timed) >= self.max_seconds)
+
+    @property
+    def step_seconds(self) -> float:
+        """Mean duration of the timed steps."""
+        return sum(self.timed) / len(self.timed)
+
+
+class UtilisationMeter:
+    """Model FLOP utilisation of training steps: model FLOP/s over the matmul FLOP/s measured in this process.
+
+    The peak is measured once (:func:`attnlab.benchmarking.matmul_gflops`, about 0.2 s) in the
+    step's precision where the hardware runs it natively (bf16 on AMX / AVX-512 bf16 CPUs and
+    CUDA), else in fp32, the rate emulated bf16 also runs at. A step's FLOPs are
+    :func:`attnlab.benchmarking.model_flops_per_step` over its padded batch shape.
+
+        >>> meter = UtilisationMeter(model_config, "fp32", torch.device("cpu"))
+        >>> meter.mfu(meter.batch_flops(batch), seconds=0.5)
+    """
+
+    MATMUL_SIZE = 1024
+    MATMUL_REPEATS = 5
+    MATMUL_MAX_S = 0.3
+
+    def __init__(self, model_config, precision: str, device: torch.device, *, peak_gflops: float | None = None):
+        from ..benchmarking.training import matmul_gflops
+        from .hardware import resolve_precision
+
+        self.model_config = model_config
+        native = precision == "bf16" and resolve_precision("auto", device) == "bf16"
+        self.peak_precision = "bf16" if native else "fp32"
+        if peak_gflops is None:
+            dtype = torch.bfloat16 if native else torch.float32
+            peak_gflops = matmul_gflops(dtype, size=self.MATMUL_SIZE, repeats=self.MATMUL_REPEATS, device=device,
+                                        max_seconds=self.MATMUL_MAX_S)
+        self.peak_gflops = peak_gflops
+
+    def batch_flops(self, batch) -> float:
+        """Matmul FLOPs of one training step on ``batch`` (padded shape: src (B, Ls), tgt_in (B, Lt))."""
+        from ..benchmarking.training import model_flops_per_step
+
+        rows, src_len = batch.src.shape
+        return model_flops_per_step(self.model_config, rows, src_len, batch.tgt_in.shape[1])
+
+    def mfu(self, flops: float, seconds: float) -> float:
+        """flops / seconds / peak (0 when no time has passed)."""
+        return flops / seconds / (self.peak_gflops * 1e9) if seconds > 0 else 0.0
+
+    def summary(self, flops: float, seconds: float) -> dict:
+        """The summary's fields: ``mfu``, ``model_gflops_per_s``, ``matmul_gflops`` and its precision (4 digits)."""
+        achieved = flops / seconds / 1e9 if seconds > 0 else 0.0
+        return {"mfu": float(f"{self.mfu(flops, seconds):.4g}"), "model_gflops_per_s": float(f"{achieved:.4g}"),
+                "matmul_gflops": float(f"{self.peak_gflops:.4g}"), "matmul_precision": self.peak_precision}

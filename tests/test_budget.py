@@ -1,0 +1,287 @@
+"""Claims about the plan a time budget buys, on a fake clock (no timing assertions), and about MFU."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnlab.training.trainer as trainer
+from attnlab.core.model import TransformerConfig
+from attnlab.training.budget import BudgetPlan, Calibration, UtilisationMeter, fit_plan
+from attnlab.training.config import RunConfig, TrainConfig
+from attnlab.training.schedule import learning_rate
+from attnlab.training.trainer import BatchStream, train
+
+TINY_MODEL = dict(src_vocab_size=1, tgt_vocab_size=1, d_model=32, num_heads=2, num_encoder_layers=1,
+                  num_decoder_layers=1, d_ff=64, dropout=0.1)
+CORPUS = dict(steps=1600, warmup=200, lr=2e-3, schedule="noam", cooldown=0.2, max_minutes=30, max_tokens=4096,
+              batch_size=None, eval_every=400, checkpoint_every=200)
+
+
+def budget_run(**overrides):
+    """200 configured steps of noam (warmup 100, peak 3e-3, cool-down 0.2) in a 90-second budget."""
+    settings = dict(steps=200, batch_size=16, lr=3e-3, schedule="noam", warmup=100, cooldown=0.2, max_minutes=1.5,
+                    eval_every=50, checkpoint_every=50, log_every=5, eval_examples=20)
+    settings.update(overrides)
+    return RunConfig(model=TransformerConfig(**TINY_MODEL), train=TrainConfig(**settings), task="copy",
+                     task_options={"num_train": 300, "num_test": 20, "train_lengths": (1, 6), "test_lengths": (1, 6)})
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so: each training step takes ``step_s``."""
+
+    def __init__(self, step_s=1.0):
+        self.now, self.step_s = 0.0, step_s
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """A fake clock that every optimiser step advances by its step_s; also counts the steps."""
+    clock, plain_step = FakeClock(), trainer.train_step
+    clock.steps = 0
+
+    def timed_step(*args, **kwargs):
+        clock.now += clock.step_s
+        clock.steps += 1
+        return plain_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", timed_step)
+    return clock
+
+
+def _records(run_dir, split="train"):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["split"] == split]
+
+
+# --------------------------------------------------------------------------- fitting the plan
+
+
+def test_a_budget_that_buys_545_steps_gets_the_warmup_peak_and_cooldown_stated_for_545():
+    # 30 minutes, 13 steps done in 42.9 s, 3.3 s a step: 13 + floor((1800 - 42.9) / 3.3) = 13 + 532 = 545 steps
+    plan = fit_plan(TrainConfig(**CORPUS), step=13, elapsed_s=42.9, step_seconds=3.3)
+    assert (plan.steps, plan.budget_steps, plan.calibration_steps) == (545, 545, 13)
+    assert plan.warmup == 68  # the preset's 200 of 1,600 steps, compressed to 545: 200 * 545 / 1600 = 68.1
+    assert plan.peak_lr == 2e-3
+    assert plan.cooldown_from_minute == 24.0  # the last fifth of 30 minutes
+    assert plan.cooldown_from_step == 437  # floor(0.8 * 545) + 1
+    assert plan.describe() == "plan: ≈ 545 steps of 4,096 tokens; warmup 68; peak 2e-3; cool-down from minute 24"
+
+
+def test_the_expected_evaluations_and_checkpoints_are_paid_for_out_of_the_budget():
+    # By step 538: one dev evaluation (step 400, 20 s) and three checkpoints (200, 400, the stop; 1 s each),
+    # so 13 + floor((1800 - 42.9 - 23) / 3.3) = 13 + 525 = 538 steps; one more would not fit.
+    plan = fit_plan(TrainConfig(**CORPUS), step=13, elapsed_s=42.9, step_seconds=3.3, eval_seconds=20.0,
+                    checkpoint_seconds=1.0)
+    assert plan.steps == 538 and plan.overhead_seconds == 23.0
+    assert plan.warmup == 67  # 200 * 538 / 1600 = 67.25
+
+
+def test_a_budget_that_buys_every_configured_step_keeps_the_configured_schedule():
+    plan = fit_plan(TrainConfig(**CORPUS), step=13, elapsed_s=6.5, step_seconds=0.5)  # 13 + 3587 steps affordable
+    assert (plan.steps, plan.budget_steps) == (1600, 3600)
+    assert plan.warmup == 200 and plan.cooldown_from_step == 1281  # floor(0.8 * 1600) + 1: the steps run out first
+    assert plan.describe().startswith("plan: 1,600 steps of 4,096 tokens (all the configured steps; the budget "
+                                      "buys ≈ 3,600); warmup 200; peak 2e-3; cool-down from step 1,281")
+    config = TrainConfig(**CORPUS)
+    for step in (1, 13, 14, 150, 200, 900, 1400, 1600):  # and the schedule is exactly the configured one
+        assert learning_rate(config, step, 0.3, plan) == learning_rate(config, step, 0.3)
+
+
+def test_a_tiny_budget_keeps_a_warmup_of_twice_the_calibration():
+    # 20 s a step: 13 + floor(1757.1 / 20) = 100 steps; 200 * 100 / 1600 = 12.5, below 2 * 13 = 26
+    plan = fit_plan(TrainConfig(**CORPUS), step=13, elapsed_s=42.9, step_seconds=20.0)
+    assert plan.steps == 100 and plan.warmup == 26
+
+
+def test_a_spent_budget_plans_no_more_steps_and_a_plan_needs_a_budget():
+    assert fit_plan(TrainConfig(**CORPUS), step=13, elapsed_s=2000.0, step_seconds=3.3).steps == 13
+    with pytest.raises(ValueError, match="time budget"):
+        fit_plan(TrainConfig(steps=100), step=13, elapsed_s=1.0, step_seconds=1.0)
+
+
+def test_the_plan_round_trips_through_config_json_and_rejects_unknown_keys():
+    plan = fit_plan(TrainConfig(**CORPUS), step=13, elapsed_s=42.9, step_seconds=3.3)
+    config = RunConfig.for_task("fra-eng", max_minutes=30.0)
+    planned = RunConfig(model=config.model, train=config.train, task=config.task, plan=plan)
+    assert RunConfig.from_dict(json.loads(json.dumps(planned.to_dict()))) == planned
+    assert RunConfig.from_dict(config.to_dict()).plan is None
+    with pytest.raises(ValueError, match=r"unknown plan config keys \['warmup_steps'\]"):
+        BudgetPlan.from_dict({**plan.to_dict(), "warmup_steps": 3})
+
+
+def test_the_calibration_skips_the_warm_in_and_stops_after_its_steps_or_its_seconds():
+    calibration = Calibration(warm_in=2, steps=3, max_seconds=100.0)
+    assert [calibration.add(s) for s in (50.0, 40.0, 1.0, 2.0, 3.0, 4.0)] == [False, False, False, False, True, False]
+    assert calibration.step_seconds == 2.0  # (1 + 2 + 3) / 3: the warm-in and the step after the end are not counted
+    slow = Calibration(warm_in=1, steps=10, max_seconds=60.0)
+    assert [slow.add(s) for s in (9.0, 35.0, 30.0)] == [False, False, True]  # 65 s of timed steps: enough
+    assert slow.step_seconds == 32.5
+
+
+# --------------------------------------------------------------------------- the schedule under a plan
+
+
+def test_the_planned_schedule_continues_from_the_calibration_without_a_jump():
+    config = TrainConfig(**CORPUS)
+    plan = fit_plan(config, step=13, elapsed_s=42.9, step_seconds=3.3)  # warmup 68 after 13 calibration steps
+    for step in range(1, 14):  # the calibration: the configured ramp, peak * step / 200
+        assert learning_rate(config, step, 0.0, plan) == learning_rate(config, step, 0.0)
+    reached = 2e-3 * 13 / 200
+    assert learning_rate(config, 14, 0.0, plan) == pytest.approx(reached + (2e-3 - reached) / (68 - 13))
+    assert learning_rate(config, 40, 0.0, plan) == pytest.approx(reached + (2e-3 - reached) * 27 / 55)
+    assert learning_rate(config, 68, 0.0, plan) == pytest.approx(2e-3)  # the peak at the planned warmup
+    assert learning_rate(config, 272, 0.0, plan) == pytest.approx(2e-3 * math.sqrt(68 / 272))  # noam after it: 1e-3
+    assert learning_rate(config, 500, 0.9, plan) == pytest.approx(2e-3 * math.sqrt(68 / 500) * 0.5)  # cool-down
+    rates = [learning_rate(config, step, 0.0, plan) for step in range(1, 400)]
+    largest_rise = max(b - a for a, b in zip(rates, rates[1:]))
+    assert largest_rise == pytest.approx((2e-3 - reached) / 55)  # the ramp's own slope: nothing jumps
+
+
+# --------------------------------------------------------------------------- the trainer on a fake clock
+
+
+def test_a_timed_run_makes_the_plan_its_budget_buys_and_follows_it(tmp_path, fake_steps, capsys):
+    result = train(tmp_path / "run", budget_run(), clock=fake_steps)
+    # 1 s a step; the plan is made after 3 warm-in + 10 timed steps, at 13 s: 13 + floor(77 / 1) = 90 steps
+    plan = RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text())).plan
+    assert (plan.steps, plan.calibration_steps, plan.step_seconds) == (90, 13, 1.0)
+    assert plan.warmup == 45  # 100 * 90 / 200
+    assert (plan.cooldown_from_minute, plan.cooldown_from_step) == (1.2, 73)
+    assert "plan: ≈ 90 steps of 16 sentences; warmup 45; peak 3e-3; cool-down from minute 1.2" in capsys.readouterr().err
+    assert result["summary"]["plan"] == plan.to_dict() and result["summary"]["steps"] == 91  # stops past 90 s
+    lr = {record["step"]: record["lr"] for record in _records(tmp_path / "run")}
+    reached = 3e-3 * 13 / 100  # where the calibration's ramp (the configured warmup of 100) left off
+    assert lr[10] == pytest.approx(3e-3 * 10 / 100)  # a calibration step: a real step at the warmup rate
+    assert lr[20] == pytest.approx(reached + (3e-3 - reached) * 7 / 32)
+    assert lr[45] == pytest.approx(3e-3)
+    assert lr[60] == pytest.approx(3e-3 * math.sqrt(45 / 60))  # 59 of 90 s used: before the cool-down
+    assert lr[80] == pytest.approx(3e-3 * math.sqrt(45 / 80) * (1 - 79 / 90) / 0.2)  # the clock's cool-down
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_steps, monkeypatch):
+    fitted = []
+    plain_fit = trainer.fit_plan
+    monkeypatch.setattr(trainer, "fit_plan", lambda *a, **k: fitted.append(1) or plain_fit(*a, **k))
+    train(tmp_path / "full", budget_run(), progress=False, clock=fake_steps)
+    assert len(fitted) == 1
+
+    counted_step = trainer.train_step
+
+    def dies_at_step_60(*args, **kwargs):
+        if fake_steps.steps == 59:
+            raise Killed
+        return counted_step(*args, **kwargs)
+
+    fake_steps.now, fake_steps.steps = 0.0, 0
+    monkeypatch.setattr(trainer, "train_step", dies_at_step_60)
+    with pytest.raises(Killed):
+        train(tmp_path / "part", budget_run(), progress=False, clock=fake_steps)
+    planned = json.loads((tmp_path / "part" / "config.json").read_text())["plan"]
+    assert len(fitted) == 2 and planned["steps"] == 90  # the first session calibrated and stored its plan
+
+    monkeypatch.setattr(trainer, "train_step", counted_step)
+    fake_steps.now, fake_steps.step_s = 1000.0, 3.0  # a later session on a slower machine: recalibrating would differ
+    resumed = train(tmp_path / "part", budget_run(), resume=True, progress=False,
+                    clock=lambda: fake_steps.now)  # resumes from the checkpoint at step 50 (50 s spent)
+    assert len(fitted) == 2, "the resumed run calibrated again"
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["plan"] == planned
+    assert resumed["summary"]["plan"] == planned
+    lr_full = {r["step"]: r["lr"] for r in _records(tmp_path / "full")}
+    lr_part = {r["step"]: r["lr"] for r in _records(tmp_path / "part")}
+    # step 55 starts at 50 + 4 * 3 = 62 s: the plan's noam with warmup 45, before the cool-down, as uninterrupted
+    assert lr_part[55] == lr_full[55] == pytest.approx(3e-3 * math.sqrt(45 / 55))
+    # step 60 starts at 50 + 9 * 3 = 77 s of 90: the clock (3 s a step now) brings the cool-down forward
+    assert lr_part[60] == pytest.approx(3e-3 * math.sqrt(45 / 60) * (1 - 77 / 90) / 0.2)
+    assert resumed["summary"]["steps"] == 64 and resumed["summary"]["stopped_early"]  # 50 + 3 * 14 = 92 s > 90 s
+
+
+def test_a_resumed_run_with_the_same_clock_ends_as_the_uninterrupted_one(tmp_path, fake_steps, monkeypatch):
+    import hashlib
+
+    train(tmp_path / "full", budget_run(), progress=False, clock=fake_steps)
+    counted_step = trainer.train_step
+
+    def dies_at_step_60(*args, **kwargs):
+        if fake_steps.steps == 59:
+            raise Killed
+        return counted_step(*args, **kwargs)
+
+    fake_steps.now, fake_steps.steps = 0.0, 0
+    monkeypatch.setattr(trainer, "train_step", dies_at_step_60)
+    with pytest.raises(Killed):
+        train(tmp_path / "part", budget_run(), progress=False, clock=fake_steps)
+    monkeypatch.setattr(trainer, "train_step", counted_step)
+    fake_steps.now = 0.0  # a new process: its clock starts anywhere; the checkpoint's 50 s are counted
+    train(tmp_path / "part", budget_run(), resume=True, progress=False, clock=fake_steps)
+
+    def digest(run):
+        return hashlib.sha256((tmp_path / run / "model.safetensors").read_bytes()).hexdigest()
+
+    assert digest("part") == digest("full")
+    strip = [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")} for r in _records(tmp_path / "full")]
+    assert strip == [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")}
+                     for r in _records(tmp_path / "part")]
+
+
+# --------------------------------------------------------------------------- model FLOP utilisation
+
+
+def test_mfu_is_the_batches_model_flops_over_the_window_and_the_measured_matmul_rate(tmp_path, fake_steps,
+                                                                                     monkeypatch):
+    import attnlab.benchmarking.training as bench_training
+    from attnlab.benchmarking import model_flops_per_step
+
+    monkeypatch.setattr(bench_training, "matmul_gflops", lambda *args, **kwargs: 0.5)  # 0.5 GFLOP/s, "measured"
+    run_config = budget_run(max_minutes=None, report_mfu=True, steps=20, eval_every=1000)
+    result = train(tmp_path / "run", run_config, progress=False, clock=fake_steps)
+    data = run_config.load_data()
+    model_config = run_config.with_vocab(data.source.vocab_size, data.target.vocab_size).model
+    stream = BatchStream.for_config(data.train, run_config.train)  # the same batches, replayed
+    flops = [model_flops_per_step(model_config, *b.src.shape, b.tgt_in.shape[1]) for b in
+             (stream.next() for _ in range(20))]
+    records = _records(tmp_path / "run")
+    for record in records:  # a window of 5 steps takes 5 fake seconds
+        window = flops[record["step"] - 5: record["step"]]
+        assert record["mfu"] == pytest.approx(sum(window) / 5.0 / 0.5e9, rel=1e-3)
+    summary = result["summary"]
+    assert summary["matmul_gflops"] == 0.5 and summary["matmul_precision"] == "fp32"
+    assert summary["mfu"] == pytest.approx(sum(flops) / 20.0 / 0.5e9, rel=1e-3)
+    assert summary["model_gflops_per_s"] == pytest.approx(sum(flops) / 20.0 / 1e9, rel=1e-3)
+
+
+def test_the_meter_measures_bf16_only_where_it_is_native():
+    import attnlab.training.hardware as hardware
+
+    meter = UtilisationMeter(TransformerConfig(src_vocab_size=20, tgt_vocab_size=20, d_model=16, num_heads=2),
+                             "bf16", torch.device("cpu"), peak_gflops=10.0)
+    native = hardware.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert meter.peak_precision == ("bf16" if native else "fp32")
+    assert meter.mfu(4e9, seconds=2.0) == pytest.approx(0.2) and meter.mfu(1.0, seconds=0.0) == 0.0
+
+
+def test_the_bench_step_reports_achieved_gflops_and_mfu_against_the_hardware_limit(monkeypatch):
+    import attnlab.benchmarking.training as bench_training
+    from attnlab.benchmarking import model_flops_per_step, train_step_benchmark
+
+    tiny = TransformerConfig(src_vocab_size=50, tgt_vocab_size=50, d_model=16, num_heads=2, num_encoder_layers=1,
+                             num_decoder_layers=1, d_ff=32, dropout=0.1, max_len=64)
+    monkeypatch.setattr(bench_training, "native_bf16", lambda device="cpu": False)  # as on an AVX2-only CPU
+    result = train_step_benchmark(tiny, batch=4, src_len=6, tgt_len=5, warmup=0, repeats=1, memory=False,
+                                  peak_gflops={"fp32": 40.0, "bf16": 1.0})
+    flops = model_flops_per_step(tiny, 4, 6, 5)
+    for row in result.rows:
+        for name in ("attnlab", "torch"):
+            achieved = flops / (row[f"{name}_ms"] / 1e3) / 1e9
+            assert row[f"{name}_gflops_per_s"] == pytest.approx(achieved)
+            assert row[f"{name}_mfu"] == pytest.approx(achieved / 40.0)  # emulated bf16 too: against fp32's rate
+        assert row["mfu_against"] == "fp32" and row["matmul_gflops"] == 40.0
