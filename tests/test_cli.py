@@ -78,6 +78,8 @@ def test_toml_config_is_read_and_flags_override_it(capsys, tmp_path):
         (["--task", "reverse", "--schedule", "linear"], "unknown schedule 'linear'"),
         (["--task", "reverse", "--cooldown", "1.5"], "cooldown must be a fraction in [0, 1)"),
         (["--task", "reverse", "--precision", "fp8"], "unknown precision 'fp8'; allowed: fp32, bf16, auto"),
+        (["--task", "reverse", "--average", "swa"], "unknown average 'swa'; allowed: none, ema"),
+        (["--task", "reverse", "--ema-decay", "1.5"], "ema_decay must be in (0, 1), got 1.5"),
     ],
 )
 def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):

@@ -146,6 +146,8 @@ def train(
     strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="corpora: stop at a malformed line"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
                                            help="torch.compile the training step (off by default: slower on small CPU models)"),
+    average: Optional[str] = typer.Option(None, help="none, or ema: evaluate and save a moving average of the weights"),
+    ema_decay: Optional[float] = typer.Option(None, help="decay of the moving average (with --average ema)"),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="data-parallel processes: launches torchrun (DDP; gloo on CPU, NCCL on GPU)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
