@@ -113,6 +113,9 @@ def test_the_heads_study_ablates_every_head_and_puts_aer_beside_the_cross_heads(
     results = heads_study(toy_run, out, sentences=4, workers=1, progress=False)
     heads = results["heads"]
     assert len(heads) == 12  # (encoder self, decoder self, cross) × 2 layers × 2 heads
+    assert [(r["kind"], r["layer"], r["head"]) for r in results["layers"]][:2] == [("encoder_self", 0, "all"),
+                                                                                   ("encoder_self", 1, "all")]
+    assert len(results["layers"]) == 6
     assert all(("aer" in h) == (h["kind"] == "cross") for h in heads)
     assert all(set(h) >= {"delta_bleu", "delta_loss", "changed"} for h in heads)
     assert (out / "report.md").read_text().startswith("# attnlab experiment heads")

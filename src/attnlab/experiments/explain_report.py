@@ -2,8 +2,9 @@
 
 Rendered from results.json only. Cells are ``mean ± half-width of the 95% t-interval`` over
 seeds (toy) or over sentences (fra-eng, heads), as each table says. The sentences that name a
-best method are written mechanically: a method is named best only where its interval overlaps
-no other's; otherwise the report says which intervals overlap.
+best method are written mechanically from paired differences (the methods explain the same
+sentences of the same runs): another method is called behind only where the 95% interval of the
+paired difference excludes zero.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ LABELS = {"raw": "raw attention", "rollout": "rollout", "flow": "flow", "grad_x_
           "integrated_gradients": "integrated gradients", "value_norm": "value norm", "random": "random order"}
 
 
-def _bounds(stat: dict) -> tuple[float, float] | None:
-    if not stat or stat.get("ci95") is None:
-        return None
-    return stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
-
-
 def best_sentence(stats: dict[str, dict], what: str, lower_is_better: bool, digits: int = 3) -> str:
-    """'Lowest AER: rollout (0.21 ± 0.03); its interval overlaps no other method's.' (or which it overlaps)."""
+    """Name the best method and say, for each other one, whether the paired difference separates them.
+
+    ``stats[method]`` are :func:`~attnlab.experiments.stats.summarize` results whose ``values`` are
+    paired (the same runs, in the same order); the difference best − other is summarised the same
+    way, and a method counts as behind only when that 95% interval excludes zero.
+    """
     rated = {name: stat for name, stat in stats.items() if stat and stat.get("mean") is not None}
     if not rated:
         return ""
@@ -38,15 +38,20 @@ def best_sentence(stats: dict[str, dict], what: str, lower_is_better: bool, digi
     best = min(rated, key=lambda name: sign * rated[name]["mean"])
     sentence = (f"{'Lowest' if lower_is_better else 'Highest'} {what}: {LABELS.get(best, best)} "
                 f"({format_interval(rated[best], digits)}).")
-    own = _bounds(rated[best])
-    if own is None:
+    if rated[best].get("ci95") is None:
         return sentence + " With one value there is no interval, so no comparison is made."
-    overlapping = [LABELS.get(n, n) for n, stat in rated.items() if n != best and _bounds(stat)
-                   and _bounds(stat)[0] <= own[1] and _bounds(stat)[1] >= own[0]]
-    if overlapping:
-        return sentence + " Its 95% interval overlaps those of " + ", ".join(overlapping) + \
-            ", so these runs do not separate them."
-    return sentence + " Its 95% interval overlaps no other method's."
+    behind, level = [], []
+    for name, stat in rated.items():
+        if name == best:
+            continue
+        gap = summarize([sign * (o - b) for b, o in zip(rated[best]["values"], stat["values"])], digits + 1)
+        text = f"{LABELS.get(name, name)} by {format_interval(gap, digits)}"
+        (behind if gap["ci95"] is not None and gap["mean"] - gap["ci95"] > 0 else level).append(text)
+    if behind:
+        sentence += " Paired over the same runs, it is ahead of " + "; ".join(behind) + "."
+    if level:
+        sentence += " The paired 95% interval includes zero for " + "; ".join(level) + ", so these runs do not separate them."
+    return sentence
 
 
 # --------------------------------------------------------------------------- figures
@@ -199,6 +204,11 @@ def write_heads_report(out_dir: Path, results: dict) -> Path:
     body = [[r["kind"], r["layer"], r["head"], f"{r['delta_bleu']:+.2f}", format_interval(r["delta_loss"], 4),
              f"{r['changed']:.2f}", "—" if r.get("aer") is None else f"{r['aer']:.3f}"] for r in rows]
     lines += [markdown_table(["kind", "layer", "head", "Δ BLEU", "Δ loss", "changed", "AER"], body), ""]
+    if results.get("layers"):
+        body = [[r["kind"], r["layer"], f"{r['delta_bleu']:+.2f}", format_interval(r["delta_loss"], 4),
+                 f"{r['changed']:.2f}"] for r in results["layers"]]
+        lines += ["Every head of one layer ablated at once, for comparison:", "",
+                  markdown_table(["kind", "layer", "Δ BLEU", "Δ loss", "changed"], body), ""]
     if "num_cross_heads" in results:
         rho = lambda key: "n/a (the same for every head)" if results[key] is None else f"{results[key]:+.2f}"  # noqa: E731
         lines += [f"Across the {results['num_cross_heads']} cross-attention heads, Spearman ρ between a head's AER and "

@@ -1,6 +1,6 @@
 """``attnlab experiment heads RUN``: ablate each attention head alone — does the output care?
 
-For every head of every attention layer of a trained run, :func:`~attnlab.inspection.interventions.ablate_heads`
+For every head of every attention layer of a trained run (and, for comparison, every whole layer), :func:`~attnlab.inspection.interventions.ablate_heads`
 removes that head's contribution (zero, or its mean over the dev sentences), and the test sentences
 are translated again (greedy) and scored: the change in corpus BLEU, the change in each
 sentence's teacher-forced loss (nats per target token, without label smoothing), and the share of
@@ -85,7 +85,8 @@ def _heads_job(run_dir: str, heads: list[tuple[str, int, int]], settings: dict, 
         if path.is_file() and json.loads(path.read_text()).get("settings") == key:
             records.append(json.loads(path.read_text()))
             continue
-        with ablate_heads(run.model, {(kind, layer): [head]}, mode=settings["mode"], reference=reference):
+        chosen = "all" if head == "all" else [head]
+        with ablate_heads(run.model, {(kind, layer): chosen}, mode=settings["mode"], reference=reference):
             ablated = _score(run, examples, data)
         deltas = [a - b for a, b in zip(ablated["losses"], baseline["losses"])]
         record = {"kind": kind, "layer": layer, "head": head, "settings": key, "bleu": ablated["bleu"],
@@ -124,8 +125,9 @@ def heads_study(run_dir, out_dir, *, quick: bool = False, sentences: int | None 
     run = load_run(run_dir)
     if run.config.architecture != "transformer":
         raise ValueError(f"{run_dir} is a {run.config.architecture} run; heads are ablated in Transformers only")
-    heads = [(kind, layer, head) for module, kind, layer in _attention_layers(run.model)
-             for head in range(module.num_heads)]
+    layers = _attention_layers(run.model)
+    heads = [(kind, layer, head) for module, kind, layer in layers for head in range(module.num_heads)]
+    heads += [(kind, layer, "all") for _, kind, layer in layers]  # and each whole layer, for comparison
     workers = max(1, min(workers or default_workers(), len(heads)))
     chunks = [heads[i::workers] for i in range(workers)]
     if workers == 1:
@@ -136,11 +138,13 @@ def heads_study(run_dir, out_dir, *, quick: bool = False, sentences: int | None 
             records = [record for future in futures for record in future.result()]
     order = {head: i for i, head in enumerate(heads)}
     records.sort(key=lambda r: order[(r["kind"], r["layer"], r["head"])])
+    results_layers = [r for r in records if r["head"] == "all"]
+    records = [r for r in records if r["head"] != "all"]
     data, examples, _ = _examples(run, settings["sentences"])
     baseline = _score(run, examples, data)
     results = {"experiment": "heads", "run": str(run_dir), "settings": settings, "num_sentences": len(examples),
                "baseline": {"bleu": baseline["bleu"], "loss": round(sum(baseline["losses"]) / len(examples), 5)},
-               "heads": records}
+               "heads": records, "layers": results_layers}
     if run.config.task == "toy":
         probe = alignment_probe(run, num=settings["sentences"])
         cross = [r for r in records if r["kind"] == "cross"]
