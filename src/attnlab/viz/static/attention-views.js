@@ -193,8 +193,12 @@ function heatmapLayout(spec) {
   };
   var left = Math.ceil(Math.min(160, widest(spec.queries)) + 12);
   var top = Math.ceil(Math.min(160, widest(spec.keys)) * 0.87 + 14); // labels rotated by -60 degrees
+  var right = left + cell * spec.keys.length + 12;
+  spec.keys.forEach(function (token, k) { // a rotated label reaches cos(60°) = half its length to the right
+    if (k % every === 0) right = Math.max(right, left + (k + 0.5) * cell + 0.5 * Math.min(160, spec.measure(token, 11)) + 8);
+  });
   return { cell: cell, every: every, left: left, top: top, rows: spec.queries.length, cols: spec.keys.length,
-           width: left + cell * spec.keys.length + 12, height: top + cell * spec.queries.length + 4 };
+           width: Math.ceil(right), height: top + cell * spec.queries.length + 4 };
 }
 
 function paintHeatmap(painter, spec, interactive) {
