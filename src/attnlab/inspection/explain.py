@@ -52,8 +52,9 @@ ALIASES = {"attention": "raw", "ig": "integrated_gradients", "gradxinput": "grad
            "grad×input": "grad_x_input", "value-norm": "value_norm", "grad-x-input": "grad_x_input",
            "integrated-gradients": "integrated_gradients"}
 # Flow solves one max-flow per (output, input) pair on a graph of ~layers·L² edges: about L⁴ work.
-# On the 2+2-layer toy model one sentence took 1.6 s at 11 tokens a side, 8 s at 20 and 46 s at 30
-# (one core, networkx Boykov–Kolmogorov); 24 tokens keeps it under about 20 s. Beyond that use rollout.
+# For a 2+2-layer encoder–decoder one sentence took 1.6 s at 11 tokens a side, 8 s at 20 and 46 s at 30
+# (one core of a shared 2-core machine, networkx Boykov–Kolmogorov); 24 tokens keeps it under about
+# 20 s. Beyond that use rollout.
 FLOW_MAX_TOKENS = 24
 DEFAULT_STEPS = 64  # integrated gradients: Gauss–Legendre points (see benchmarks/explain.py)
 
