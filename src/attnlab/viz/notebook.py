@@ -127,8 +127,10 @@ def show(source: Any, text: str | None = None, target: str | None = None, *, bea
         from .compare import compare_runs
 
         analyzers = [_analyzer(item) for item in source]
-        payload = compare_runs(*analyzers, _required_text(text), target, beam=beam,
-                               labels=[a.name for a in analyzers])
+        labels = [Path(a.name).name or a.name for a in analyzers]  # a run directory's own name
+        if labels[0] == labels[1]:
+            labels = [a.name for a in analyzers]
+        payload = compare_runs(*analyzers, _required_text(text), target, beam=beam, labels=labels)
         return _compare_view(payload, title, height)
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".json") and Path(source).is_file():
         if text is not None:
