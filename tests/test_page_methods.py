@@ -63,6 +63,8 @@ def test_method_switch_redraws_every_view_from_the_chosen_matrices(page, tmp_pat
     assert strokes and {stroke for w, stroke in strokes if w < 0} == {"rgb(33,102,172)"}
     assert {stroke for w, stroke in strokes if w > 0} == {"rgb(178,24,43)"}
     assert page.get_by_test_id("legend-low").text_content().startswith("-")
+    assert "red positive, blue negative" in page.get_by_test_id("model-hint").text_content()
+    assert "grad×input map" in page.get_by_test_id("head-hint").text_content()
     page.click(".thumb[data-layer='0']")
     assert page.get_by_test_id("enlarged-title").text_content() == "Cross · layer 0 · grad×input"
     cells = page.locator("[data-testid=enlarged] rect.cell").evaluate_all("cs => cs.map(c => +c.dataset.w)")
@@ -138,6 +140,13 @@ def test_clicking_a_head_ablates_it_at_once_and_reset_restores_the_model(page):
         page.wait_for_function("() => document.querySelector('[data-testid=logprob-change]')?.textContent === '-0.250'")
         assert posted[-1]["heads"] == [{"kind": "cross", "layer": 0, "head": 0}]
         screenshot(page, "page-ablation.png")
+        # The explorer's views download like the page's.
+        with page.expect_download() as info:
+            page.click("[data-testid=head-view] .download[data-format=png]")
+        assert open(info.value.path(), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        with page.expect_download() as info:
+            page.click("[data-testid=model-panel] .download[data-format=svg]")
+        assert open(info.value.path(), "rb").read().lstrip().startswith(b"<svg")
 
         page.get_by_test_id("ablate-reset").click()
         page.wait_for_function("() => document.querySelector('[data-testid=logprob-change]')?.textContent === '0.000'")

@@ -147,3 +147,27 @@ def test_a_document_without_decoding_has_no_step_control(page, tmp_path):
     open_doc(page, doc, tmp_path)
     assert page.get_by_test_id("steps").is_hidden()
     assert page.locator(".thumb").count() == 2
+
+
+def test_the_beam_winner_on_the_page_is_what_attnlab_translate_prints(page, tmp_path_factory, capsys):
+    """A real trained run: `attnlab attend --beam 3` writes the page, `attnlab translate --beam 3`
+    prints the translation; the page's winning hypothesis at the last step is that translation."""
+    from explain_support import trained_toy_run
+
+    from attnlab.cli import main
+
+    run = trained_toy_run(tmp_path_factory)
+    out = tmp_path_factory.mktemp("beam-page")
+    for sentence in ("the black dog slept .", "a small cat eats ."):
+        assert main(["attend", str(run), sentence, "--beam", "3", "--out", str(out)]) == 0
+        capsys.readouterr()
+        assert main(["translate", str(run), sentence, "--beam", "3"]) == 0
+        translation = capsys.readouterr().out.strip()
+        page.goto((out / "attention.html").as_uri())
+        assert page.get_by_test_id("step-strategy").text_content() == "beam search, 3 beams"
+        last = page.get_by_test_id("step-slider").get_attribute("max")
+        page.get_by_test_id("step-slider").fill(last)
+        winner = page.locator("[data-testid=step-hypotheses] tr.winner .hypothesis")
+        assert winner.count() == 1
+        assert winner.text_content() == translation and translation  # a real sentence, not an empty output
+        assert page.get_by_test_id("translation").text_content() == translation

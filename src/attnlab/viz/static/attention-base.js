@@ -119,7 +119,7 @@ function matricesFor(doc, method) {
     group.headLabels = [];
     for (var h = 0; h < group.numHeads; h++) group.headLabels.push(method === "attention" ? "head " + h : METHOD_LABELS[method] || method);
     var maxAbs = 0, signed = false;
-    group.layers.forEach(function (heads) {
+    if (method !== "attention") group.layers.forEach(function (heads) { // weights are 0..1: no scan needed
       heads.forEach(function (matrix) {
         matrix.forEach(function (row) {
           for (var k = 0; k < row.length; k++) {

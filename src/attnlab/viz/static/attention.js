@@ -279,7 +279,22 @@ Viewer.prototype.renderModelView = function () {
   });
   paintThumbs(this, thumbs, function () { grid.dataset.drawn = "1"; });
   renderLegend(this.find("legend"), group.scale, state.method === "attention");
+  this.renderHints();
   this.find("enlarged").hidden = true;
+};
+
+/** What the colours and lines mean for the method shown. */
+Viewer.prototype.renderHints = function () {
+  var state = this.state, group = this.group(), name = METHOD_LABELS[state.method] || state.method;
+  var attention = state.method === "attention", signed = group.scale.diverging;
+  var sign = signed ? "red positive, blue negative, white zero" : "brighter is more";
+  this.find("head-hint").textContent = attention ?
+    "Queries on the left attend to keys on the right; line opacity is the weight, one colour per head." :
+    "Rows (left) and columns (right) of the " + name + " map; line opacity is |value| / the largest" +
+    (signed ? ", red positive, blue negative." : ".");
+  this.find("model-hint").textContent = attention ?
+    "Every layer (rows) and head (columns) of the selected kind; brighter is more attention." :
+    "The " + name + " map of each layer of the selected kind, scaled to its largest magnitude: " + sign + ".";
 };
 
 /** Repaint the thumbnails and the open heatmap after the step changed. */
