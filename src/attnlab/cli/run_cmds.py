@@ -79,6 +79,13 @@ def translate(
             print(next(outputs) if line.strip() else "")
 
 
+def parse_explain_option(value: str) -> list[str]:
+    """``--explain rollout,ig`` → canonical method names (gxi = grad_x_input); ValueError lists the methods."""
+    from ..inspection.explain import parse_methods
+
+    return parse_methods([{"gxi": "grad_x_input"}.get(n.strip().lower(), n) for n in value.split(",")])
+
+
 @app.command()
 def attend(
     run: str = typer.Argument(..., help="run directory, or 'minilm' for the pretrained all-MiniLM-L6-v2"),
@@ -87,6 +94,9 @@ def attend(
     target: Optional[str] = typer.Option(None, help="target sentence (teacher-forced); default: the model's own output"),
     beam: int = typer.Option(1, help="beam size used for the model's own output"),
     truncate: bool = typer.Option(False, "--truncate", help="cut over-long input instead of failing"),
+    explain: Optional[str] = typer.Option(None, "--explain", help="also these explanation maps, comma-separated: "
+                                          "raw, rollout, flow, grad_x_input (gxi), integrated_gradients (ig), "
+                                          "value_norm"),
 ):
     """Write every attention map of one sentence: attention.json, PNG heatmaps, attention.html.
 
@@ -94,15 +104,23 @@ def attend(
 
         attnlab attend demo-output/run "the little cat sleeps ." --out attn/
 
+        attnlab attend demo-output/run "the little cat sleeps ." --explain rollout,ig --out attn/
+
         attnlab attend minilm "The animal didn't cross the street because it was too tired" --out attn-minilm/
     """
     from ..inspection.inference import load_analyzer
     from ..viz.outputs import write_attention_outputs
 
     _show_warnings()
+    methods = parse_explain_option(explain) if explain is not None else None
     check_writable_dir(out)
     analyzer = load_analyzer(run, truncate=truncate)
-    written = write_attention_outputs(analyzer(text, target, beam), out, title=f"attnlab · {text[:60]}")
+    doc = analyzer(text, target, beam)
+    if methods:
+        from ..inspection.live import explanations_field
+
+        doc["explanations"] = explanations_field(analyzer, doc, text, target, beam, methods)
+    written = write_attention_outputs(doc, out, title=f"attnlab · {text[:60]}")
     if written.doc.get("translation"):
         print(f"translation: {written.doc['translation']}")
     print(f"wrote {written.json}, {written.html} and {len(written.figures)} heatmap grid(s) in {out}")
@@ -173,9 +191,12 @@ def explore(
         fail(f"--port must be in 1..65535, got {port}")
     if len(runs) > 2:
         fail(f"explore takes one run, or two to compare; got {len(runs)}")
+    from ..inspection.live import HeadAblation, supports_ablation
+
     analyzers = [load_analyzer(run) for run in runs]
     name = " vs ".join(a.name for a in analyzers)
-    app_ = create_app(analyzers[0], title=f"attnlab explorer · {name}", info=analyzers[0].info,
+    ablate = HeadAblation(analyzers[0].model) if len(analyzers) == 1 and supports_ablation(analyzers[0]) else None
+    app_ = create_app(analyzers[0], title=f"attnlab explorer · {name}", info=analyzers[0].info, ablate=ablate,
                       compare_with=analyzers[1] if len(analyzers) == 2 else None,
                       labels=tuple(a.name for a in analyzers) if len(analyzers) == 2 else ("A", "B"))
     print(f"attnlab explorer for {name}: http://{host}:{port}/  (API docs: /docs; Ctrl-C to stop)",

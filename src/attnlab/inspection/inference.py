@@ -114,8 +114,9 @@ class Translator:
 class Analyzer:
     """The ``analyze(text, target, beam) -> attention.json`` callable the explorer and ``attend`` use."""
 
-    def __init__(self, name: str, analyze, info: dict):
+    def __init__(self, name: str, analyze, info: dict, model=None):
         self.name, self._analyze, self.info = name, analyze, info
+        self.model = model  # the Translator or pretrained encoder behind it (explanations, ablation), or None
 
     def __call__(self, text: str, target: str | None = None, beam: int = 1) -> dict:
         return self._analyze(text, target, beam)
@@ -136,7 +137,8 @@ def load_analyzer(run: str, *, truncate: bool = False) -> Analyzer:
         return Analyzer("minilm", analyze, {"model": "all-MiniLM-L6-v2 (pretrained encoder, 6 layers x 12 heads)",
                                             "kind": "encoder-only", "examples": [
                                                 "The animal didn't cross the street because it was too tired",
-                                                "The animal didn't cross the street because it was too wide"]})
+                                                "The animal didn't cross the street because it was too wide"]},
+                        model=encoder)
     path = Path(run)
     if not path.is_dir():
         raise ValueError(f"RUN {run!r} is neither a run directory nor 'minilm'")
@@ -149,4 +151,4 @@ def load_analyzer(run: str, *, truncate: bool = False) -> Analyzer:
         from ..data import TOY_EXAMPLES
 
         info["examples"] = list(TOY_EXAMPLES)
-    return Analyzer(str(path), translator.attention, info)
+    return Analyzer(str(path), translator.attention, info, model=translator)

@@ -4,7 +4,10 @@
 added: text, optional forced target, beam width. The form posts to ``POST /api/attention`` and
 redraws the head view and model view from the answer, which carries the decoding steps
 (``decoding``). Given a second model (``compare_with``), the app compares the two live: the form
-posts to ``POST /api/compare``, which answers the two-run payload of :mod:`attnlab.viz.compare`. ``GET /api/info`` describes the model;
+posts to ``POST /api/compare``, which answers the two-run payload of :mod:`attnlab.viz.compare`. Given ``ablate``
+(:class:`attnlab.inspection.live.HeadAblation`), a click on a head posts to ``POST /api/ablate``, which
+zeroes the listed heads for that request only and answers the re-translated document with
+``logprob_change``. ``GET /api/info`` describes the model;
 ``GET /openapi.json`` is the API's schema and ``GET /docs`` shows it in Swagger UI, whose script comes
 from the fastapi-offline package and is served by the app itself (FastAPI's default page loads it from
 a CDN). Swagger UI's online validator is off, and so is ReDoc, which loads its logo from its CDN: the
@@ -43,6 +46,8 @@ Analyze = Callable[[str, Optional[str], int], dict]
 MAX_BODY_BYTES = 64 * 1024
 API_PATH = "/api/attention"
 COMPARE_PATH = "/api/compare"
+ABLATE_PATH = "/api/ablate"
+MAX_ABLATED_HEADS = 512
 
 
 class AttentionRequest(BaseModel):
@@ -51,6 +56,20 @@ class AttentionRequest(BaseModel):
     text: str = Field(..., description="the source sentence", examples=["the cat sat on the mat"])
     target: str | None = Field(None, description="force this target instead of decoding one")
     beam: int = Field(1, ge=1, description="beam width for decoding (1 = greedy)")
+
+
+class HeadRef(BaseModel):
+    """One attention head: its kind (encoder_self, decoder_self, cross), layer and head index."""
+
+    kind: str = Field(..., examples=["cross"])
+    layer: int = Field(..., examples=[1])
+    head: int = Field(..., examples=[0])
+
+
+class AblationRequest(AttentionRequest):
+    """The attention request plus the heads to ablate for this request only (``[]``: none, the plain model)."""
+
+    heads: list[HeadRef] = Field(default_factory=list, max_length=MAX_ABLATED_HEADS)
 
 
 class BodySizeLimit:
@@ -103,6 +122,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     compare_with: Analyze | None = None,
     labels: tuple[str, str] = ("A", "B"),
+    ablate: Callable[[str, Optional[str], int, list], dict] | None = None,
 ) -> FastAPI:
     """Build the explorer app around ``analyze(text, target, beam) -> attention.json + translation``.
 
@@ -110,7 +130,10 @@ def create_app(
     text and ``ValueError`` from ``analyze`` → 400 ``{"detail": message}``, a body over
     ``max_body_bytes`` → 413. With ``compare_with`` (a second ``analyze``) the app serves
     ``POST /api/compare`` instead of ``/api/attention``: ``analyze`` is run A, ``compare_with``
-    run B, ``labels`` their names.
+    run B, ``labels`` their names. With ``ablate(text, target, beam, heads) -> document +
+    translation + logprob_change + ablated`` (:class:`attnlab.inspection.live.HeadAblation`) a
+    single-run app also serves ``POST /api/ablate`` (the page's config gets ``"ablate"``); a head
+    or layer out of range is a ``ValueError`` there, so 400.
     """
     info = dict(info or {})
     lock = threading.Lock()
@@ -121,6 +144,8 @@ def create_app(
                 "examples": [str(e) for e in info.get("examples", [])]}
     if compare_with is not None:
         explorer.update(api=COMPARE_PATH, compare=True, labels=[str(label) for label in labels])
+    elif ablate is not None:
+        explorer["ablate"] = ABLATE_PATH
     page = render_page(None, title=title, explorer=explorer)
 
     def checked_request(request: "AttentionRequest") -> tuple[str, str | None]:
@@ -167,6 +192,22 @@ def create_app(
             text, target = checked_request(request)
             return answer(lambda: analyze(text, target, request.beam), text,
                           lambda doc: validate_attention_doc(doc, allow_zero_rows=True))
+
+        if ablate is not None:
+            @app.post(ABLATE_PATH, responses={
+                200: {"description": "attention.json under the ablation, plus \"translation\", \"logprob_change\" "
+                                     "(of the un-ablated output) and \"ablated\" (the heads)"},
+                **refused})
+            def ablation(request: AblationRequest) -> Response:
+                """Zero the output of ``heads`` for this request only, re-translate, and say what changed."""
+                text, target = checked_request(request)
+                heads = [head.model_dump() for head in request.heads]
+
+                def check(result: dict) -> None:
+                    validate_attention_doc({k: v for k, v in result.items() if k not in ("logprob_change", "ablated")},
+                                           allow_zero_rows=True)
+
+                return answer(lambda: ablate(text, target, request.beam, heads), text, check)
     else:
         from .compare import compare_runs, validate_compare
 
