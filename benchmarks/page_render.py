@@ -27,7 +27,6 @@ falls on both alike; each row gives medians over ``--repeats`` loads.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -118,6 +117,13 @@ def page_from_commit(doc: dict, commit: str) -> str:
     return page.replace("{{script}}", static("attention.js").replace("</", "<\\/"), 1)
 
 
+def tree_state() -> str:
+    """The commit the working tree is at, and whether the page's static files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--", STATIC], cwd=REPO, capture_output=True, text=True).stdout
+    return f"HEAD {head or '?'}, static files {'modified' if changed.strip() else 'as committed'}"
+
+
 def page_now(doc: dict) -> str:
     from attnlab.viz.html import render_page
 
@@ -158,36 +164,38 @@ def summarise(loads: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from attnlab.benchmarking import log_to_stderr, script_parser
+
+    parser = script_parser(__doc__.splitlines()[0])  # --quick, --json PATH, --threads (unused: no torch here)
     parser.add_argument("--before", metavar="COMMIT",
                         help="also measure the page's static files at COMMIT, interleaved with the working tree's")
     parser.add_argument("--tokens", default="32,128,512", help="comma-separated token counts (default 32,128,512)")
     parser.add_argument("--repeats", type=int, default=3, help="page loads per page and token count (default 3)")
-    parser.add_argument("--quick", action="store_true", help="32 tokens, one repeat")
-    parser.add_argument("--json", default=str(RESULTS), metavar="PATH", help=f"results file (default {RESULTS})")
+    parser.set_defaults(json=str(RESULTS))
     args = parser.parse_args(argv)
     try:
         counts = [32] if args.quick else [int(n) for n in args.tokens.split(",")]
     except ValueError:
-        print(f"error: --tokens must be comma-separated integers, got {args.tokens!r}", file=sys.stderr)
-        return 2
+        parser.error(f"--tokens must be comma-separated integers, got {args.tokens!r}")
     repeats = 1 if args.quick else args.repeats
     if repeats < 1 or min(counts) < 3:
-        print("error: --repeats must be >= 1 and every token count >= 3", file=sys.stderr)
-        return 2
+        parser.error("--repeats must be >= 1 and every token count >= 3")
+    if args.before and subprocess.run(["git", "cat-file", "-e", f"{args.before}:{STATIC}/attention.js"], cwd=REPO,
+                                      capture_output=True).returncode != 0:
+        parser.error(f"--before {args.before}: no {STATIC}/attention.js at that commit")
 
     from playwright.sync_api import sync_playwright
 
     from attnlab.benchmarking import environment, format_table, write_json
 
-    pages = {"after": "working tree"}
+    pages = {"after": f"working tree ({tree_state()})"}
     if args.before:
         pages = {"before": f"static files at {args.before}", **pages}
     rows = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         for num_tokens in counts:
-            print(f"building the {num_tokens}-token pages…", file=sys.stderr, flush=True)
+            log_to_stderr(f"building the {num_tokens}-token pages…")
             doc = minilm_like_doc(num_tokens)
             paths = {}
             for label in pages:
@@ -203,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"page": label, "tokens": num_tokens, "layers": MINILM_LAYERS, "heads": MINILM_HEADS,
                        "html_mb": round(paths[label].stat().st_size / 1e6, 1), **summarise(loads[label])}
                 rows.append(row)
-                print(f"  {label}, {num_tokens} tokens: first view {row['first_view_ms']:.0f} ms "
-                      f"(parse {row['parse_ms']:.0f} ms)", file=sys.stderr, flush=True)
+                log_to_stderr(f"  {label}, {num_tokens} tokens: first view {row['first_view_ms']:.0f} ms "
+                              f"(parse {row['parse_ms']:.0f} ms)")
         version = browser.version
         browser.close()
     print(format_table(rows, ["page", "tokens", "html_mb", "parse_ms", "drawn_ms", "first_view_ms",
