@@ -287,7 +287,7 @@ Viewer.prototype.renderModelView = function () {
 Viewer.prototype.renderHints = function () {
   var state = this.state, group = this.group(), name = METHOD_LABELS[state.method] || state.method;
   var attention = state.method === "attention", signed = group.scale.diverging;
-  var sign = signed ? "red positive, blue negative, white zero" : "brighter is more";
+  var sign = signed ? "red positive, blue negative, white zero" : "brighter is higher";
   this.find("head-hint").textContent = attention ?
     "Queries on the left attend to keys on the right; line opacity is the weight, one colour per head." :
     "Rows (left) and columns (right) of the " + name + " map; line opacity is |value| / the largest" +
