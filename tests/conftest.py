@@ -53,3 +53,15 @@ def browser():
             "--disable-component-update", "--no-first-run"])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A tab of ``browser`` that records script errors, dialogs and requests (page_support.watched_page);
+    the test fails afterwards if any happened or any request left the machine."""
+    from page_support import check_clean, watched_page
+
+    page = watched_page(browser)
+    yield page
+    check_clean(page)
+    page.close()

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from page_support import (check_clean, compare_payload, decoding_doc, diverging, head_means, screenshot, watched_page)
+from page_support import compare_payload, decoding_doc, diverging, head_means, screenshot
 
 from attnlab.document import synthetic_attention_doc
 from attnlab.viz.html import page_script, page_style, render_compare_html, render_page
@@ -11,14 +11,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 SOURCE = "the cat sat on the mat .".split()
 EMITTED = ["le", "chat", "est", "assis", "<eos>"]
-
-
-@pytest.fixture
-def page(browser):
-    page = watched_page(browser)
-    yield page
-    check_clean(page)
-    page.close()
 
 
 def open_compare(page, tmp_path, payload):

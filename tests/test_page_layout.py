@@ -6,7 +6,7 @@ tokens were short. Each width is screenshotted to test-artifacts/.
 """
 
 import pytest
-from page_support import check_clean, decoding_doc, screenshot, watched_page
+from page_support import decoding_doc, screenshot
 
 from attnlab.viz.html import write_attention_html
 
@@ -26,14 +26,6 @@ BOXES = """(selector) => [...document.querySelectorAll(selector)].filter(e => e.
 # HTML headings and buttons whose text would be cut (scrollWidth beyond the box).
 CUT = """() => [...document.querySelectorAll('.attnlab h1, .attnlab h2, .attnlab h3, .attnlab button, .attnlab .axis, .attnlab label')]
   .filter(e => e.getClientRects().length && e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)"""
-
-
-@pytest.fixture
-def page(browser):
-    page = watched_page(browser)
-    yield page
-    check_clean(page)
-    page.close()
 
 
 def inside(box, slack=1.0):

@@ -6,8 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from page_support import (check_clean, decoding_doc, download, parse_svg, png_size, screenshot, watched_page,
-                          with_explanations)
+from page_support import decoding_doc, download, parse_svg, png_size, screenshot, with_explanations
 
 from attnlab.document import build_document
 from attnlab.viz.html import write_attention_html
@@ -16,14 +15,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 TOKENS, LAYERS, HEADS = 512, 2, 4
 SVG_NS = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture
-def page(browser):
-    page = watched_page(browser)
-    yield page
-    check_clean(page)
-    page.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from page_support import (check_clean, decoding_doc, diverging, local_server, screenshot, thumb_pixels, viridis,
-                          watched_page, with_explanations)
+from page_support import (decoding_doc, diverging, local_server, screenshot, thumb_pixels, viridis, with_explanations)
 
 from attnlab.viz.html import render_page, write_attention_html
 
@@ -13,14 +12,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 SOURCE = "the cat sat on the mat .".split()
 EMITTED = ["le", "chat", "est", "assis", "<eos>"]
-
-
-@pytest.fixture
-def page(browser):
-    page = watched_page(browser)
-    yield page
-    check_clean(page)
-    page.close()
 
 
 def link_weights(page):

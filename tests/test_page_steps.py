@@ -7,7 +7,7 @@ with beam search, the hypotheses alive at t with the winner marked.
 
 import numpy as np
 import pytest
-from page_support import check_clean, decoding_doc, faded, screenshot, thumb_pixels, viridis, watched_page
+from page_support import decoding_doc, faded, screenshot, thumb_pixels, viridis
 
 from attnlab.viz.html import write_attention_html
 
@@ -16,14 +16,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 SOURCE = "the <b>cat</b> sat on the mat .".split()
 EMITTED = ["le", "chat", "<img src=x onerror=alert(1)>", "assis", "<eos>"]
 LAYERS, HEADS = 2, 3
-
-
-@pytest.fixture
-def page(browser):
-    page = watched_page(browser)
-    yield page
-    check_clean(page)
-    page.close()
 
 
 def open_doc(page, doc, tmp_path):
