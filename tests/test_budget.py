@@ -168,13 +168,9 @@ class Killed(Exception):
     pass
 
 
-def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_steps, monkeypatch):
-    fitted = []
-    plain_fit = trainer.fit_plan
-    monkeypatch.setattr(trainer, "fit_plan", lambda *a, **k: fitted.append(1) or plain_fit(*a, **k))
-    train(tmp_path / "full", budget_run(), progress=False, clock=fake_steps)
-    assert len(fitted) == 1
 
+def killed_at_step_60(run_dir, fake_steps, monkeypatch):
+    """Start a budget run in ``run_dir`` on a fresh fake clock and kill it at step 60; return the real step."""
     counted_step = trainer.train_step
 
     def dies_at_step_60(*args, **kwargs):
@@ -185,7 +181,17 @@ def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_st
     fake_steps.now, fake_steps.steps = 0.0, 0
     monkeypatch.setattr(trainer, "train_step", dies_at_step_60)
     with pytest.raises(Killed):
-        train(tmp_path / "part", budget_run(), progress=False, clock=fake_steps)
+        train(run_dir, budget_run(), progress=False, clock=fake_steps)
+    return counted_step
+
+def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_steps, monkeypatch):
+    fitted = []
+    plain_fit = trainer.fit_plan
+    monkeypatch.setattr(trainer, "fit_plan", lambda *a, **k: fitted.append(1) or plain_fit(*a, **k))
+    train(tmp_path / "full", budget_run(), progress=False, clock=fake_steps)
+    assert len(fitted) == 1
+
+    counted_step = killed_at_step_60(tmp_path / "part", fake_steps, monkeypatch)
     planned = json.loads((tmp_path / "part" / "config.json").read_text())["plan"]
     assert len(fitted) == 2 and planned["steps"] == 90  # the first session calibrated and stored its plan
 
@@ -209,17 +215,7 @@ def test_a_resumed_run_with_the_same_clock_ends_as_the_uninterrupted_one(tmp_pat
     import hashlib
 
     train(tmp_path / "full", budget_run(), progress=False, clock=fake_steps)
-    counted_step = trainer.train_step
-
-    def dies_at_step_60(*args, **kwargs):
-        if fake_steps.steps == 59:
-            raise Killed
-        return counted_step(*args, **kwargs)
-
-    fake_steps.now, fake_steps.steps = 0.0, 0
-    monkeypatch.setattr(trainer, "train_step", dies_at_step_60)
-    with pytest.raises(Killed):
-        train(tmp_path / "part", budget_run(), progress=False, clock=fake_steps)
+    counted_step = killed_at_step_60(tmp_path / "part", fake_steps, monkeypatch)
     monkeypatch.setattr(trainer, "train_step", counted_step)
     fake_steps.now = 0.0  # a new process: its clock starts anywhere; the checkpoint's 50 s are counted
     train(tmp_path / "part", budget_run(), resume=True, progress=False, clock=fake_steps)
