@@ -88,3 +88,18 @@ def randomized(module: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
     for parameter in module.parameters():
         parameter.normal_(0.0, std)
     return module
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``attnlab ARGS`` in this process: (exit status, stdout, stderr)."""
+    from attnlab.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def status_and_stderr(capsys, *args) -> tuple[int, str]:
+    """What the bad-input contract judges: ``attnlab ARGS``'s exit status and stderr."""
+    code, _, err = run_cli(capsys, *args)
+    return code, err

@@ -5,22 +5,10 @@ import json
 import pytest
 
 from attnlab.cli import main
-from contract import check_bad_input, require_reference
+from contract import check_bad_input, run_cli, status_and_stderr, require_reference
 
 TINY = ["--d-model", "32", "--heads", "2", "--encoder-layers", "1", "--decoder-layers", "1", "--d-ff", "64",
         "--eval-every", "1000", "--quiet"]
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def status_and_stderr(capsys, *args):
-    """What the bad-input contract judges: ``attnlab ARGS``'s exit status and stderr."""
-    code, _, err = run_cli(capsys, *args)
-    return code, err
 
 
 @pytest.fixture(scope="module")

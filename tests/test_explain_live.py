@@ -7,24 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.cli import main
 from attnlab.data import BOS_ID, EOS_ID, source_ids
 from attnlab.document import validate_attention_doc
-from contract import check_bad_input, require_reference
+from contract import check_bad_input, run_cli, status_and_stderr, require_reference
 from tiny_runs import tiny_run
 
 SENTENCE = "the black dog slept ."
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def status_and_stderr(capsys, *args):
-    code, _, err = run_cli(capsys, *args)
-    return code, err
 
 
 @pytest.fixture(scope="module")

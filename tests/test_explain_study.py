@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from attnlab import Transformer
-from attnlab.cli import main
 from attnlab.data import BOS_ID, EOS_ID, PAD_ID
 from attnlab.experiments.explain_study import (RANDOMISATION_FLAG, aopc, deletion_curves, explain_study,
                                                randomisation_check, rank_correlation)
 from attnlab.experiments.heads_study import heads_study
-from contract import check_bad_input
+from contract import check_bad_input, status_and_stderr
 from explain_support import small_config, trained_toy_run
 
 TINY_MODEL = {"d_model": 32, "d_ff": 64, "num_heads": 2}
@@ -20,11 +19,6 @@ TINY_MODEL = {"d_model": 32, "d_ff": 64, "num_heads": 2}
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     return trained_toy_run(tmp_path_factory)
-
-
-def status_and_stderr(capsys, *args):
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err
 
 
 def test_rank_correlation_is_spearmans_rho_with_tied_ranks():
