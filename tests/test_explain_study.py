@@ -102,6 +102,21 @@ def test_the_explain_study_reports_every_method_and_resumes(tmp_path):
     assert again["table"]["aer"] == table["aer"]
 
 
+def test_a_run_without_gold_alignments_gets_deletion_curves_and_no_aer(tmp_path):
+    from attnlab.cli import main
+    from attnlab.experiments.explain_study import analyse_run, explain_settings
+
+    run = tmp_path / "reverse"
+    assert main(["train", "--task", "reverse", "--out", str(run), "--steps", "20", "--num-train", "300",
+                 "--d-model", "16", "--heads", "2", "--d-ff", "32", "--eval-every", "1000", "--quiet"]) == 0
+    settings = explain_settings(True, sentences=2, randomised_sentences=1, ig_steps=4, deletion_k=2)
+    result = analyse_run(str(run), settings, with_alignment=False, cache=str(tmp_path / "explain.json"))
+    assert "aer" not in result and result["num_sentences"] == 2
+    assert set(result["deletion"]) == set(settings["methods"]) | {"random"}
+    assert len(result["deletion"]["rollout"]["curve"]) == 3 and result["example"]["gold"] == []
+    assert (tmp_path / "explain.json").is_file() and not (run / "explain.json").exists()
+
+
 def test_the_heads_study_ablates_every_head_and_puts_aer_beside_the_cross_heads(tmp_path, toy_run):
     out = tmp_path / "heads"
     results = heads_study(toy_run, out, sentences=4, workers=1, progress=False)

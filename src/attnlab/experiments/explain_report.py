@@ -24,7 +24,8 @@ LABELS = {"raw": "raw attention", "rollout": "rollout", "flow": "flow", "grad_x_
           "integrated_gradients": "integrated gradients", "value_norm": "value norm", "random": "random order"}
 
 
-def best_sentence(stats: dict[str, dict], what: str, lower_is_better: bool, digits: int = 3) -> str:
+def best_sentence(stats: dict[str, dict], what: str, lower_is_better: bool, digits: int = 3,
+                  paired_over: str = "runs") -> str:
     """Name the best method and say, for each other one, whether the paired difference separates them.
 
     ``stats[method]`` are :func:`~attnlab.experiments.stats.summarize` results whose ``values`` are
@@ -48,9 +49,10 @@ def best_sentence(stats: dict[str, dict], what: str, lower_is_better: bool, digi
         text = f"{LABELS.get(name, name)} by {format_interval(gap, digits)}"
         (behind if gap["ci95"] is not None and gap["mean"] - gap["ci95"] > 0 else level).append(text)
     if behind:
-        sentence += " Paired over the same runs, it is ahead of " + "; ".join(behind) + "."
+        sentence += f" Paired over the same {paired_over}, it is ahead of " + "; ".join(behind) + "."
     if level:
-        sentence += " The paired 95% interval includes zero for " + "; ".join(level) + ", so these runs do not separate them."
+        sentence += (" The paired 95% interval includes zero for " + "; ".join(level) +
+                     f", so these {paired_over} do not separate them.")
     return sentence
 
 
@@ -173,7 +175,7 @@ def write_explain_report(out_dir: Path, results: dict) -> Path:
                                    f"{fra['randomisation'][m]['rank_correlation']:.2f}" if m in fra["randomisation"]
                                    else "—"] for m in present]), "",
                   best_sentence({m: per_sentence[m]["del"] for m in present if m != "random"},
-                                "deletion AOPC on fra-eng", lower_is_better=False), ""]
+                                "deletion AOPC on fra-eng", lower_is_better=False, paired_over="sentences"), ""]
         _curves_figure(_mean_curves([fra], present), "fra-eng", figures / "deletion_fra_eng.png")
         lines += ["![deletion and insertion, fra-eng](figures/deletion_fra_eng.png)", ""]
     else:

@@ -31,6 +31,7 @@ import json
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
@@ -206,6 +207,9 @@ def analyse_run(run_dir: str, settings: dict, threads: int | None = None, with_a
     model = run.model.eval()
     data = run.config.load_data()
     examples = [ex for ex in data.test if not with_alignment or ex.alignment]
+    if not with_alignment:  # a subword corpus: encode with the run's own tokenizers, not freshly trained ones
+        examples = [replace(ex, src_ids=run.source.encode(ex.src_text), tgt_ids=run.target.encode(ex.tgt_text))
+                    for ex in examples]
     examples = [ex for ex in examples if len(ex.src_ids) + 1 <= FLOW_MAX_TOKENS and len(ex.tgt_ids) + 1 <= FLOW_MAX_TOKENS]
     examples = examples[:settings["sentences"]]
     if not examples:
@@ -221,7 +225,7 @@ def analyse_run(run_dir: str, settings: dict, threads: int | None = None, with_a
     first = _sentence(examples[0])
     example_maps = {"source_tokens": run.source.tokens(first[0].tolist()),
                     "target_tokens": run.target.tokens(first[2].tolist()),  # row t predicts labels[t]
-                    "gold": [list(pair) for pair in examples[0].alignment], "maps": {}}
+                    "gold": [list(pair) for pair in examples[0].alignment or []], "maps": {}}
     for example in examples:
         sentence = _sentence(example)
         num_src, num_tgt = len(example.src_ids), len(example.tgt_ids)
@@ -230,7 +234,7 @@ def analyse_run(run_dir: str, settings: dict, threads: int | None = None, with_a
             started = time.perf_counter()
             views[method] = _headline_maps(model, sentence, [method], settings["ig_steps"])[method]
             seconds[method] += time.perf_counter() - started
-        gold = set(map(tuple, example.alignment))
+        gold = set(map(tuple, example.alignment or []))
         for method, view in views.items():
             if example is examples[0]:
                 example_maps["maps"][method] = [[round(float(v), 4) for v in row] for row in view.relevance]
