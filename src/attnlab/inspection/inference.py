@@ -123,11 +123,16 @@ class Analyzer:
 
 
 def load_analyzer(run: str, *, truncate: bool = False) -> Analyzer:
-    """A trained run directory, or ``minilm`` for the pretrained all-MiniLM-L6-v2 encoder."""
+    """A trained run directory, or ``minilm`` for the pretrained all-MiniLM-L6-v2 encoder.
+
+    MiniLM reads up to its position table (512 tokens) here: sentence-transformers stops at 256
+    for its embeddings, but the attention of a longer text is just as real and worth seeing.
+    """
     if run == "minilm":
         from .pretrained import load_pretrained
 
         encoder = load_pretrained("minilm")
+        encoder.max_length = encoder.max_positions
 
         def analyze(text, target=None, beam=1):
             doc = encoder.attention_document(text, truncate=truncate)
