@@ -419,6 +419,21 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once_and_names_what_auto_picks(
     assert capsys.readouterr().err == ""  # native: nothing to warn about
 
 
+@pytest.mark.parametrize("kernels, flags, native", [
+    ("AVX512", {"avx2", "avx512f", "amx_bf16"}, True),
+    ("AVX2", {"avx2", "avx512f", "amx_bf16"}, False),  # ATEN_CPU_CAPABILITY=avx2 on an AMX CPU: emulated bf16
+    ("AVX512", {"avx2", "avx512f"}, False),  # AVX-512 without its bf16 instructions
+    ("AVX2", {"avx2"}, False),  # an AVX2-only CPU
+])
+def test_bf16_is_native_only_with_the_instructions_and_kernels_that_use_them(monkeypatch, kernels, flags, native):
+    import attnlab.training.hardware as hardware
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
+    monkeypatch.setattr(hardware, "_read_cpuinfo", lambda: ("a CPU", flags))
+    assert hardware._cpu_has_native_bf16() is native
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+
+
 def test_cpu_capability_reports_what_the_precision_choice_reads():
     from attnlab.training.hardware import cpu_capability
 
