@@ -9,7 +9,7 @@ import torch
 
 import attnlab.training.trainer as trainer
 from attnlab.core.model import TransformerConfig
-from attnlab.training.budget import BudgetPlan, Calibration, UtilisationMeter, fit_plan
+from attnlab.training.budget import BudgetPlan, Calibration, UtilisationMeter, fit_plan, fitted_batch_tokens
 from attnlab.training.config import RunConfig, TrainConfig
 from attnlab.training.schedule import learning_rate
 from attnlab.training.trainer import BatchStream, train
@@ -41,16 +41,25 @@ class FakeClock:
 
 @pytest.fixture
 def fake_steps(monkeypatch):
-    """A fake clock that every optimiser step advances by its step_s; also counts the steps."""
-    clock, plain_step = FakeClock(), trainer.train_step
-    clock.steps = 0
+    """A fake clock that every optimiser step advances by its step_s; also counts the steps.
+
+    With ``clock.per_tokens`` set, a step takes step_s · (the stream's batch tokens / per_tokens):
+    a smaller batch, a proportionally shorter step.
+    """
+    clock, plain_step, plain_next = FakeClock(), trainer.train_step, BatchStream.next
+    clock.steps, clock.per_tokens, clock.batch_tokens = 0, None, None
+
+    def next_batch(stream):
+        clock.batch_tokens = stream.max_tokens
+        return plain_next(stream)
 
     def timed_step(*args, **kwargs):
-        clock.now += clock.step_s
+        clock.now += clock.step_s * (clock.batch_tokens / clock.per_tokens if clock.per_tokens else 1.0)
         clock.steps += 1
         return plain_step(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_step", timed_step)
+    monkeypatch.setattr(BatchStream, "next", next_batch)
     return clock
 
 
@@ -97,6 +106,20 @@ def test_a_tiny_budget_keeps_a_warmup_of_twice_the_calibration():
     # 20 s a step: 13 + floor(1757.1 / 20) = 100 steps; 200 * 100 / 1600 = 12.5, below 2 * 13 = 26
     plan = fit_plan(TrainConfig(**CORPUS), step=13, elapsed_s=42.9, step_seconds=20.0)
     assert plan.steps == 100 and plan.warmup == 26
+
+
+def test_a_budget_that_buys_under_half_the_steps_halves_the_batch_down_to_its_floor():
+    config = TrainConfig(**CORPUS, min_batch_tokens=1024)
+    # 545 steps of 4,096 tokens: 2,048 buys ~1,090 (at least half of 1,600), so it stops there
+    assert fitted_batch_tokens(config, 545) == 2048
+    assert fitted_batch_tokens(config, 258) == 1024  # 2,048 would buy ~516: halved again, to the floor
+    assert fitted_batch_tokens(config, 100) == 1024  # never below the floor
+    assert fitted_batch_tokens(config, 800) == 4096  # half the configured steps: the configured batch
+    assert fitted_batch_tokens(config, 1578) == 4096  # the machine the preset was tuned on: unchanged
+    assert fitted_batch_tokens(TrainConfig(**CORPUS), 258) == 4096  # no floor, no fitting
+    assert fitted_batch_tokens(TrainConfig(steps=1600, batch_size=64, min_batch_tokens=1024), 10) is None
+    plan = fit_plan(config, step=24, elapsed_s=60.0, step_seconds=1.6, batch_tokens=2048)
+    assert plan.batch_tokens == 2048 and plan.describe().startswith("plan: ≈ 1,111 steps of 2,048 tokens; warmup 139")
 
 
 def test_a_spent_budget_plans_no_more_steps_and_a_plan_needs_a_budget():
@@ -164,12 +187,42 @@ def test_a_timed_run_makes_the_plan_its_budget_buys_and_follows_it(tmp_path, fak
     assert lr[80] == pytest.approx(3e-3 * math.sqrt(45 / 80) * (1 - 79 / 90) / 0.2)  # the clock's cool-down
 
 
+def token_budget_run(**overrides):
+    """budget_run with 128-token batches that a budget may halve down to 32."""
+    return budget_run(batch_size=None, max_tokens=128, min_batch_tokens=32, **overrides)
+
+
+def test_a_budget_that_buys_too_few_steps_trains_on_halved_batches_timed_again(tmp_path, fake_steps, capsys):
+    fake_steps.per_tokens = 128  # 1 s a step at 128 tokens, 0.5 s at 64
+    result = train(tmp_path / "run", token_budget_run(), clock=fake_steps)
+    # after 13 steps (13 s): 13 + 77 = 90 steps of 128 tokens, under half of 200, so 64 tokens (~180 steps);
+    # 1 warm-in + 10 timed steps at 0.5 s: the plan at step 24, 18.5 s: 24 + floor(71.5 / 0.5) = 167 steps
+    plan = RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text())).plan
+    assert (plan.batch_tokens, plan.calibration_steps, plan.step_seconds, plan.steps) == (64, 24, 0.5, 167)
+    assert plan.warmup == 84  # 100 * 167 / 200 = 83.5
+    err = capsys.readouterr().err
+    assert "under half the 200 configured: batches of 64 tokens" in err
+    assert "plan: ≈ 167 steps of 64 tokens; warmup 84" in err
+    summary = result["summary"]
+    assert summary["steps"] == 168 and summary["batch_tokens"] == 64  # 18.5 + 0.5 * 144 = 90.5 s > 90 s
+    assert 0 < summary["padding"] < 1
+    assert all(0 <= record["padding"] < 1 for record in _records(tmp_path / "run"))
+
+
+def test_a_budget_with_enough_steps_keeps_its_batch(tmp_path, fake_steps):
+    fake_steps.per_tokens, fake_steps.step_s = 128, 0.4  # 13 + floor(84.8 / 0.4) = 225 steps: all 200 fit
+    result = train(tmp_path / "run", token_budget_run(), progress=False, clock=fake_steps)
+    plan = RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text())).plan
+    assert (plan.batch_tokens, plan.calibration_steps, plan.steps) == (128, 13, 200)
+    assert result["summary"]["batch_tokens"] == 128
+
+
 class Killed(Exception):
     pass
 
 
 
-def killed_at_step_60(run_dir, fake_steps, monkeypatch):
+def killed_at_step_60(run_dir, fake_steps, monkeypatch, run=None):
     """Start a budget run in ``run_dir`` on a fresh fake clock and kill it at step 60; return the real step."""
     counted_step = trainer.train_step
 
@@ -181,7 +234,7 @@ def killed_at_step_60(run_dir, fake_steps, monkeypatch):
     fake_steps.now, fake_steps.steps = 0.0, 0
     monkeypatch.setattr(trainer, "train_step", dies_at_step_60)
     with pytest.raises(Killed):
-        train(run_dir, budget_run(), progress=False, clock=fake_steps)
+        train(run_dir, run or budget_run(), progress=False, clock=fake_steps)
     return counted_step
 
 def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_steps, monkeypatch):
@@ -227,6 +280,43 @@ def test_a_resumed_run_with_the_same_clock_ends_as_the_uninterrupted_one(tmp_pat
     strip = [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")} for r in _records(tmp_path / "full")]
     assert strip == [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")}
                      for r in _records(tmp_path / "part")]
+
+
+@pytest.mark.parametrize("killed_at", [60, 21])  # after the plan; in the second calibration (a checkpoint at 20)
+def test_a_resumed_run_keeps_its_halved_batch_and_ends_as_the_uninterrupted_one(tmp_path, fake_steps, monkeypatch,
+                                                                                killed_at):
+    import hashlib
+
+    fake_steps.per_tokens = 128
+    run = token_budget_run(checkpoint_every=10 if killed_at == 21 else 50)
+    train(tmp_path / "full", run, progress=False, clock=fake_steps)
+    counted_step = trainer.train_step
+
+    def dies(*args, **kwargs):
+        if fake_steps.steps == killed_at - 1:
+            raise Killed
+        return counted_step(*args, **kwargs)
+
+    fake_steps.now, fake_steps.steps = 0.0, 0
+    monkeypatch.setattr(trainer, "train_step", dies)
+    with pytest.raises(Killed):
+        train(tmp_path / "part", run, progress=False, clock=fake_steps)
+    state = json.loads(sorted((tmp_path / "part" / "checkpoints").glob("step-*/state.json"))[-1].read_text())
+    assert state["batch_tokens"] == 64
+    monkeypatch.setattr(trainer, "train_step", counted_step)
+    fake_steps.now = 0.0
+    resumed = train(tmp_path / "part", run, resume=True, progress=False, clock=fake_steps)
+    assert resumed["summary"]["batch_tokens"] == 64
+
+    def digest(name):
+        return hashlib.sha256((tmp_path / name / "model.safetensors").read_bytes()).hexdigest()
+
+    full = json.loads((tmp_path / "full" / "config.json").read_text())["plan"]
+    part = json.loads((tmp_path / "part" / "config.json").read_text())["plan"]
+    if killed_at == 60:  # resumed after the plan: the same plan, the same weights
+        assert part == full and digest("part") == digest("full")
+    else:  # resumed before the plan: the batch stays fitted, and only its timing is taken again
+        assert part["batch_tokens"] == 64 and part["calibration_steps"] == 31  # 20 + 1 warm-in + 10 timed
 
 
 # --------------------------------------------------------------------------- model FLOP utilisation

@@ -19,7 +19,7 @@ from .common import check_writable_dir, fail
 # TOML key is the field's own name, except these, which keep their shorter command-line names.
 FLAG_ALIASES = {"heads": "num_heads", "encoder_layers": "num_encoder_layers", "decoder_layers": "num_decoder_layers",
                 "src": "src_lang", "tgt": "tgt_lang", "model": "architecture"}
-NON_NEGATIVE_FLAGS = ("steps", "warmup", "batch_size", "max_tokens")  # named by flag in the error message
+NON_NEGATIVE_FLAGS = ("steps", "warmup", "batch_size", "max_tokens", "min_batch_tokens")  # named by flag in the error message
 
 
 def setting_fields() -> dict[str, str]:
@@ -123,6 +123,7 @@ def train(
     steps: Optional[int] = typer.Option(None, help="optimiser steps"),
     batch_size: Optional[int] = typer.Option(None, help="sentences per batch"),
     max_tokens: Optional[int] = typer.Option(None, help="padded tokens per batch (instead of --batch-size)"),
+    min_batch_tokens: Optional[int] = typer.Option(None, help="with --max-minutes: a budget that buys under half the steps halves the batch, down to this"),
     lr: Optional[float] = typer.Option(None, help="peak learning rate"),
     schedule: Optional[str] = typer.Option(None, help="noam, cosine or constant"),
     warmup: Optional[int] = typer.Option(None, help="warmup steps"),
@@ -227,6 +228,9 @@ def evaluate_run(
     run: Path = typer.Argument(..., help="run directory"),
     split: str = typer.Option("test", help="test or dev"),
     beam: int = typer.Option(1, help="beam size (1 = greedy)"),
+    length_penalty: float = typer.Option(0.6, help="beam search: GNMT length penalty α (0 = raw log-probabilities)"),
+    weights: str = typer.Option("run", help="run (model.safetensors: the average, if the run keeps one) or "
+                                            "checkpoint (the trained weights of the latest checkpoint)"),
     data: Optional[Path] = typer.Option(None, "--data", help="a parallel corpus to score instead of the run's split"),
     limit: Optional[int] = typer.Option(None, help="score only the first N sentences"),
 ):
@@ -237,6 +241,10 @@ def evaluate_run(
         attnlab eval runs/reverse
 
         attnlab eval runs/fra-eng --beam 4 --split dev
+
+        attnlab eval runs/fra-eng --beam 4 --length-penalty 1.0
+
+        attnlab eval runs/fra-eng-ema --weights checkpoint   # the weights before averaging
     """
     from ..data import load_task
     from ..training.evaluation import evaluate
@@ -248,8 +256,19 @@ def evaluate_run(
         fail(f"--beam must be >= 1, got {beam}")
     if limit is not None and limit < 1:
         fail(f"--limit must be >= 1, got {limit}")
+    if not length_penalty >= 0:
+        fail(f"--length-penalty must be >= 0, got {length_penalty}")
+    if weights not in ("run", "checkpoint"):
+        fail(f"--weights must be run or checkpoint, got {weights!r}")
     loaded = load_run(run)
     config = loaded.config
+    if weights == "checkpoint":
+        from ..training.checkpoint import latest_checkpoint, load_weights
+
+        directory = latest_checkpoint(run)
+        if directory is None:
+            fail(f"{run} has no checkpoint (checkpoints/latest.json is missing)")
+        load_weights(loaded.model, directory / "model.safetensors")
     if data is not None:
         task_data = load_task(str(data), seed=config.train.seed, codecs=(loaded.source, loaded.target),
                               **_corpus_options(config.task_options))
@@ -258,8 +277,10 @@ def evaluate_run(
     examples = getattr(task_data, split)
     if limit is not None:
         examples = examples[:limit]
-    result = evaluate(loaded.model, examples, task_data, beam=beam, breakdown=True)
-    print(json.dumps({**result["summary"], "split": split, "beam": beam, "by_length": result["by_length"],
+    result = evaluate(loaded.model, examples, task_data, beam=beam, length_penalty=length_penalty, breakdown=True)
+    print(json.dumps({**result["summary"], "split": split, "beam": beam,
+                      **({"length_penalty": length_penalty} if beam > 1 else {}), "weights": weights,
+                      "by_length": result["by_length"],
                       "examples": result["examples"]}, indent=2))
 
 

@@ -16,6 +16,13 @@ the configured one, and the cool-down is the configured fraction of the clock (i
 stated). The calibration steps are ordinary training steps on the configured warmup's ramp; the
 plan's ramp continues from where they left off (:func:`attnlab.training.schedule.learning_rate`).
 
+**The batch.** A budget that buys fewer than half the configured steps at ``max_tokens`` learns
+more from more, smaller batches (:func:`fitted_batch_tokens`): with ``min_batch_tokens`` set, the
+batch is halved (never below ``min_batch_tokens``) until the steps it would buy, estimated as
+proportional to 1 / batch, reach half the configured steps. A changed batch is timed again (a
+second calibration of :data:`RECALIBRATION_STEPS` steps) before the plan is fitted to it. A
+budget that buys at least half the configured steps keeps the configured batch.
+
     >>> plan = fit_plan(TrainConfig(steps=1600, warmup=200, lr=2e-3, cooldown=0.2, max_minutes=30, max_tokens=4096,
     ...                             eval_every=400, checkpoint_every=200), step=13, elapsed_s=42.9, step_seconds=3.3)
     >>> plan.describe()
@@ -39,12 +46,13 @@ from .._strict import strict_from_dict
 if TYPE_CHECKING:
     from .config import TrainConfig
 
-__all__ = ["BudgetPlan", "Calibration", "fit_plan", "UtilisationMeter", "WARM_IN_STEPS", "CALIBRATION_STEPS",
-           "CALIBRATION_MAX_S", "EVAL_PROBE_EXAMPLES"]
+__all__ = ["BudgetPlan", "Calibration", "fit_plan", "fitted_batch_tokens", "UtilisationMeter", "WARM_IN_STEPS",
+           "CALIBRATION_STEPS", "RECALIBRATION_STEPS", "CALIBRATION_MAX_S", "EVAL_PROBE_EXAMPLES"]
 
 WARM_IN_STEPS = 3  # not timed: the first steps pay for allocations and thread start-up
 CALIBRATION_STEPS = 10  # timed steps after the warm-in ...
 CALIBRATION_MAX_S = 60.0  # ... or fewer, once they have taken this long
+RECALIBRATION_STEPS = 10  # timed steps (after one warm-in step) at a batch the plan changed
 EVAL_PROBE_EXAMPLES = 16  # dev sentences decoded to estimate what one dev evaluation costs
 
 
@@ -115,12 +123,33 @@ def _overhead_s(config: "TrainConfig", step: int, last: int, eval_seconds: float
     return evaluations * eval_seconds + checkpoints * checkpoint_seconds
 
 
+def fitted_batch_tokens(config: "TrainConfig", budget_steps: int) -> int | None:
+    """The padded tokens per batch for a budget that buys ``budget_steps`` steps at ``config.max_tokens``.
+
+    Halve the batch while the steps it buys (``budget_steps · max_tokens / batch``) stay below half
+    the configured steps and the half is at least ``min_batch_tokens``; without ``max_tokens`` or
+    ``min_batch_tokens`` the batch is the configured one.
+
+        >>> fitted_batch_tokens(TrainConfig(steps=1600, max_tokens=4096, min_batch_tokens=1024), 545)
+        2048
+        >>> fitted_batch_tokens(TrainConfig(steps=1600, max_tokens=4096, min_batch_tokens=1024), 258)
+        1024
+    """
+    tokens = config.max_tokens
+    if tokens is None or config.min_batch_tokens is None:
+        return tokens
+    while 2 * budget_steps * config.max_tokens < config.steps * tokens and tokens // 2 >= config.min_batch_tokens:
+        tokens //= 2
+    return tokens
+
+
 def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds: float, eval_seconds: float = 0.0,
-             checkpoint_seconds: float = 0.0) -> BudgetPlan:
+             checkpoint_seconds: float = 0.0, batch_tokens: int | None = None) -> BudgetPlan:
     """The plan for the rest of ``config``'s time budget, made after ``step`` steps and ``elapsed_s`` seconds.
 
     N is the largest step count whose steps, evaluations and checkpoints fit in the budget (see the
     module docstring); the warmup, peak and cool-down follow from N and the configuration.
+    ``batch_tokens`` is the batch ``step_seconds`` was timed at (default: ``max_tokens``).
 
         >>> fit_plan(TrainConfig(steps=1600, warmup=200, max_minutes=30), step=13, elapsed_s=42.9,
         ...          step_seconds=3.3).warmup
@@ -146,7 +175,7 @@ def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds
     steps = min(budget_steps, config.steps)
     warmup = config.warmup
     if steps < config.steps and config.warmup > 2 * step:
-        warmup = min(config.warmup, max(2 * step, round(config.warmup * steps / config.steps)))
+        warmup = min(config.warmup, max(2 * step, round(config.warmup * steps / config.steps)), max(steps, 1))
     cooldown_step = cooldown_minute = None
     if config.cooldown > 0:
         cooldown_step = math.floor((1 - config.cooldown) * steps) + 1
@@ -159,7 +188,8 @@ def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds
                       peak_lr=config.lr, cooldown_from_step=cooldown_step, cooldown_from_minute=cooldown_minute,
                       step_seconds=step_seconds, eval_seconds=eval_seconds, checkpoint_seconds=checkpoint_seconds,
                       overhead_seconds=round(_overhead_s(config, step, steps, eval_seconds, checkpoint_seconds), 3),
-                      max_minutes=config.max_minutes, batch_tokens=config.max_tokens,
+                      max_minutes=config.max_minutes,
+                      batch_tokens=config.max_tokens if batch_tokens is None or not config.max_tokens else batch_tokens,
                       batch_sentences=None if config.max_tokens else config.batch_size)
 
 

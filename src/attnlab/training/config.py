@@ -42,6 +42,8 @@ class TrainConfig:
 
     With ``max_minutes`` the trainer times its first steps and fits the warmup to the steps the
     budget buys (:mod:`attnlab.training.budget`); without it the schedule is exactly the configured one.
+    With ``min_batch_tokens`` as well, a budget that buys fewer than half the configured steps halves
+    ``max_tokens`` (down to ``min_batch_tokens``) for more, smaller batches.
 
     ``average="ema"`` evaluates with, and saves as the run's weights, an exponential moving
     average of the weights (decay ``ema_decay``; :mod:`attnlab.training.averaging`). It is off in
@@ -55,6 +57,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int | None = 64  # sentences per batch (synthetic tasks)
     max_tokens: int | None = None  # padded tokens per batch (corpora); overrides batch_size
+    min_batch_tokens: int | None = None  # with max_minutes: a budget that buys few steps may halve the batch down to this
     lr: float = 1e-3  # peak learning rate
     schedule: str = "cosine"
     warmup: int = 200
@@ -85,7 +88,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.batch_size is None and self.max_tokens is None:
             raise ValueError("give batch_size or max_tokens")
-        for name in ("batch_size", "max_tokens"):
+        for name in ("batch_size", "max_tokens", "min_batch_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -11,6 +11,11 @@ translator for the demo; real corpora get a recipe sized for ~30 minutes of a
 * a short warmup (200 steps) — the paper's 4,000 outlast the whole budget; with ``--max-minutes``
   the trainer times its first steps and, when the budget buys fewer than 1,600, compresses the
   warmup to the same share of the steps it buys (:mod:`attnlab.training.budget`; 545 steps → 68);
+* on a slower CPU, more and smaller batches (``min_batch_tokens=1024``): a budget that buys
+  fewer than 800 steps of 4,096 tokens halves the batch, down to 1,024 tokens, until it buys
+  about 800 or more (an AVX2-only 2-core CPU: 2,048 tokens in 30 minutes, 1,024 in 15), and the
+  warmup is fitted to the steps the smaller batch buys; the machine the recipe was tuned on
+  (1,578 steps in 30 minutes) keeps 4,096 tokens;
 * a linear cool-down to zero over the last fifth of the run (steps, or the
   clock with ``--max-minutes``): the low-rate end settles the weights;
 * bf16 autocast where the hardware computes in bf16 natively (``auto``);
@@ -53,7 +58,7 @@ _TRAIN = {
                       eval_every=400, checkpoint_every=400),
     "toy": dict(steps=600, batch_size=64, lr=2e-3, schedule="noam", warmup=100, label_smoothing=0.1,
                 eval_every=200, checkpoint_every=200, eval_examples=200),
-    "corpus": dict(steps=1600, batch_size=None, max_tokens=4096, lr=2e-3, schedule="noam", warmup=200, cooldown=0.2,
+    "corpus": dict(steps=1600, batch_size=None, max_tokens=4096, min_batch_tokens=1024, lr=2e-3, schedule="noam", warmup=200, cooldown=0.2,
                    precision="auto", label_smoothing=0.1, eval_every=400, checkpoint_every=200, eval_examples=300),
 }
 

@@ -37,7 +37,8 @@ from ..data import PAD_ID, TaskData, make_batches
 from ..files import atomic_write_text
 from . import checkpoint, distributed
 from .averaging import AVERAGE_FILE, WeightAverage
-from .budget import EVAL_PROBE_EXAMPLES, BudgetPlan, Calibration, UtilisationMeter, fit_plan
+from .budget import (EVAL_PROBE_EXAMPLES, RECALIBRATION_STEPS, BudgetPlan, Calibration, UtilisationMeter, fit_plan,
+                     fitted_batch_tokens)
 from .config import RunConfig, TrainConfig
 from .evaluation import evaluate
 from .hardware import autocast, cpu_capability, keep_freed_memory, resolve_device, resolve_precision
@@ -101,9 +102,18 @@ class BatchStream:
         self._batches = self._make(epoch)
 
     @classmethod
-    def for_config(cls, examples, config: TrainConfig, *, epoch: int = 0, index: int = 0) -> "BatchStream":
-        return cls(examples, max_tokens=config.max_tokens, batch_size=config.batch_size, seed=config.seed,
-                   epoch=epoch, index=index)
+    def for_config(cls, examples, config: TrainConfig, *, epoch: int = 0, index: int = 0,
+                   max_tokens: int | None = None) -> "BatchStream":
+        """The stream ``config`` describes; ``max_tokens`` replaces its batch (a plan's fitted batch)."""
+        return cls(examples, max_tokens=max_tokens or config.max_tokens, batch_size=config.batch_size,
+                   seed=config.seed, epoch=epoch, index=index)
+
+    def rebatched(self, max_tokens: int) -> "BatchStream":
+        """A stream of ``max_tokens``-token batches at the same share of the same epoch."""
+        twin = BatchStream(self.examples, max_tokens=max_tokens, batch_size=self.batch_size, seed=self.seed,
+                           epoch=self.epoch)
+        twin.index = min(len(twin._batches), round(self.index * len(twin._batches) / max(len(self._batches), 1)))
+        return twin
 
     def _make(self, epoch: int) -> list:
         return make_batches(self.examples, max_tokens=self.max_tokens,
@@ -212,11 +222,13 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
 
     precision = resolve_precision(config.precision, device)
     step, epoch, batch_index, trained_s = 0, 0, 0, 0.0
+    batch_tokens = config.max_tokens  # what the stream batches by: a plan may have halved it
     if resume:  # every rank reads the checkpoint (a shared file system across nodes)
         state = checkpoint.load_checkpoint(run_dir, model, optimizer,
                                            extra_tensors=(AVERAGE_FILE,) if average is not None else ())
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
         trained_s = state.get("train_seconds", 0.0)  # a time budget counts the sessions before this one
+        batch_tokens = state.get("batch_tokens", batch_tokens)
         if average is not None:
             average.load_state_dict(state["tensors"][AVERAGE_FILE])
         if run_config.plan is None:
@@ -234,6 +246,11 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     plan = run_config.plan
     # a time budget is calibrated once, in the session that reaches the end of the calibration
     calibration = Calibration() if config.max_minutes is not None and plan is None else None
+    # the batch is fitted once, single-process, after the first calibration (a changed batch is timed again)
+    fit_batch = (calibration is not None and not context.enabled and config.min_batch_tokens is not None
+                 and config.max_tokens is not None and batch_tokens == config.max_tokens)
+    if calibration is not None and batch_tokens != config.max_tokens:  # resumed after the batch was fitted
+        calibration = Calibration(warm_in=1, steps=RECALIBRATION_STEPS)
     meter = None
     if main and (config.max_minutes is not None or config.report_mfu) and run_config.architecture == "transformer":
         meter = UtilisationMeter(run_config.model, precision, device)  # measures the matmul rate (~0.2 s)
@@ -246,7 +263,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         """Checkpoint (rank 0); returns the seconds it took."""
         began = clock()
         checkpoint.save_checkpoint(run_dir, at_step, model, optimizer,
-                                   {"epoch": stream.epoch, "batch_index": stream.index, "train_seconds": seconds},
+                                   {"epoch": stream.epoch, "batch_index": stream.index, "train_seconds": seconds,
+                                    **({"batch_tokens": stream.max_tokens} if stream.max_tokens else {})},
                                    extra_tensors=None if average is None else {AVERAGE_FILE: average.state_dict()},
                                    run_weights=None if average is None else weights())
         return clock() - began
@@ -263,11 +281,13 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     bar = TrainingProgress(total=config.steps, start=step, enabled=progress and main, label=progress_label,
                            elapsed_before=trained_s, clock=clock,
                            time_budget_s=None if config.max_minutes is None else 60 * config.max_minutes)
-    stream = BatchStream.for_config(data.train, config, epoch=epoch, index=batch_index)
+    stream = BatchStream.for_config(data.train, config, epoch=epoch, index=batch_index, max_tokens=batch_tokens)
     session_start = clock()
     started = session_start - trained_s
     elapsed = trained_s  # rank 0's clock, shared by every rank: the schedule and the stop must agree
     window_tokens, window_flops, window_start, window_outside = 0, 0.0, clock(), 0.0
+    window_padded = window_real = 0  # source + target positions in the window's batches, and the non-pad ones
+    session_padded = session_real = 0
     spent = {"evaluation": 0.0, "checkpoint": 0.0, "plan": 0.0}  # this session's seconds outside training steps
     session_flops = 0.0
     model.train()
@@ -293,6 +313,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 torch.cuda.synchronize(device)  # a calibrated step is a finished step
             step_s = clock() - step_began
             window_tokens += global_batch.num_tokens
+            window_padded += global_batch.src.numel() + global_batch.tgt_out.numel()
+            window_real += int((global_batch.src != PAD_ID).sum()) + global_batch.num_tokens
             if meter is not None:
                 window_flops += meter.batch_flops(batch)
 
@@ -300,13 +322,16 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 loss_value = distributed.all_reduce_mean(loss, context).item()
                 window_s = max(clock() - window_start - window_outside, 1e-9)  # evaluations and checkpoints excluded
                 record = {"step": step, "split": "train", "epoch": stream.epoch, "loss": round(loss_value, 6),
-                          "lr": lr, "tokens_per_s": round(window_tokens / window_s, 1)}
+                          "lr": lr, "tokens_per_s": round(window_tokens / window_s, 1),
+                          "padding": round(1 - window_real / max(window_padded, 1), 4)}
                 if meter is not None:
                     record["mfu"] = float(f"{meter.mfu(window_flops, window_s):.4g}")
                 log.add(record)
                 bar.update(step, loss=loss_value, lr=lr, tokens_per_s=record["tokens_per_s"])
                 session_flops += window_flops
+                session_padded, session_real = session_padded + window_padded, session_real + window_real
                 window_tokens, window_flops, window_start, window_outside = 0, 0.0, clock(), 0.0
+                window_padded = window_real = 0
                 if on_log and main:
                     on_log(record)
             if step % config.eval_every == 0 and step != config.steps and main:
@@ -319,12 +344,23 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 spent["evaluation"] += clock() - began
             planned_at = None
             if calibration is not None:
-                if main and calibration.add(step_s) and step < config.steps:
+                done = main and calibration.add(step_s) and step < config.steps
+                if done and fit_batch:
+                    fit_batch = False
+                    estimate = fit_plan(config, step=step, elapsed_s=clock() - started,
+                                        step_seconds=max(calibration.step_seconds, 1e-9))
+                    tokens = fitted_batch_tokens(config, estimate.budget_steps)
+                    if tokens != stream.max_tokens:
+                        stream = stream.rebatched(tokens)
+                        calibration, done = Calibration(warm_in=1, steps=RECALIBRATION_STEPS), False
+                        bar.message(f"budget: ≈ {estimate.budget_steps:,} steps of {config.max_tokens:,} tokens, "
+                                    f"under half the {config.steps:,} configured: batches of {tokens:,} tokens")
+                if done:
                     began = clock()
                     plan = _make_plan(config, calibration, step, clock, started=started, dev=data.dev,
                                       evaluate_dev=lambda examples: evaluate(weights(), examples, data, device=device,
                                                                              breakdown=False),
-                                      save=lambda: save(step, clock() - started))
+                                      save=lambda: save(step, clock() - started), batch_tokens=stream.max_tokens)
                     planned_at = step  # _make_plan saved this step's checkpoint
                     model.train()
                     run_config = replace(run_config, plan=plan)
@@ -361,6 +397,10 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                               "stopped_early": stopped_early, "precision": precision,
                               "parameters": sum(p.numel() for p in model.parameters()),
                               "world_size": context.world_size, "average": config.average,
+                              "batch_tokens": stream.max_tokens,
+                              # the share of the batches' source and target positions that are padding
+                              "padding": round(1 - (session_real + window_real)
+                                               / max(session_padded + window_padded, 1), 4),
                               # inside the budget, outside the training steps: dev evaluations, checkpoints, the plan
                               "seconds_outside_steps": {name: round(value, 2) for name, value in spent.items()}})
     if meter is not None:
@@ -375,7 +415,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
 
 def _make_plan(config: TrainConfig, calibration: Calibration, step: int, clock: Callable[[], float], *,
                started: float, dev: list, evaluate_dev: Callable[[list], object],
-               save: Callable[[], float]) -> BudgetPlan:
+               save: Callable[[], float], batch_tokens: int | None = None) -> BudgetPlan:
     """The plan after the calibration's last step: time a dev evaluation (scaled up from a probe of
     :data:`EVAL_PROBE_EXAMPLES` sentences) and a checkpoint (saved at this step), then :func:`fit_plan`."""
     eval_s = 0.0
@@ -386,4 +426,4 @@ def _make_plan(config: TrainConfig, calibration: Calibration, step: int, clock: 
         eval_s = (clock() - began) * min(config.eval_examples, len(dev)) / len(probe)
     checkpoint_s = save()
     return fit_plan(config, step=step, elapsed_s=clock() - started, step_seconds=max(calibration.step_seconds, 1e-9),
-                    eval_seconds=eval_s, checkpoint_seconds=checkpoint_s)
+                    eval_seconds=eval_s, checkpoint_seconds=checkpoint_s, batch_tokens=batch_tokens)
