@@ -68,6 +68,7 @@ def test_toml_config_is_read_and_flags_override_it(capsys, tmp_path):
         (["--task", "reverse", "--precision", "fp8"], "unknown precision 'fp8'; allowed: fp32, bf16, auto"),
         (["--task", "reverse", "--average", "swa"], "unknown average 'swa'; allowed: none, ema"),
         (["--task", "reverse", "--ema-decay", "1.5"], "ema_decay must be in (0, 1), got 1.5"),
+        (["--task", "reverse", "--min-batch-tokens", "-8"], "--min-batch-tokens must not be negative"),
     ],
 )
 def test_bad_training_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
@@ -276,6 +277,30 @@ def test_non_utf8_corpus_is_an_error_naming_the_line(capsys, tmp_path):
     corpus = _write_corpus(tmp_path / "latin1.tsv", pairs[:3] + ["café\tcafé".encode("latin-1")] + pairs[3:])
     check_bad_input(lambda: status_and_stderr(capsys, "train", "--task", corpus, "--out", tmp_path / "run", "--quiet"),
                     "latin1.tsv:4: not valid UTF-8", watch=[tmp_path])  # file:line, the line with the bad byte
+
+
+def test_eval_scores_the_weights_before_averaging_and_beam_with_a_length_penalty(capsys, tmp_path):
+    runs = {}
+    for name, flags in (("plain", []), ("ema", ["--average", "ema", "--ema-decay", "0.9"])):
+        runs[name] = tmp_path / name
+        assert main(["train", "--task", "toy", "--out", str(runs[name]), "--steps", "40", *TINY, *flags]) == 0
+    capsys.readouterr()  # the training summaries
+
+    def scores(run, *flags):
+        code, out, _ = run_cli(capsys, "eval", run, "--limit", "40", *flags)
+        assert code == 0
+        return json.loads(out)
+
+    # averaging leaves the trained weights alone: the EMA run's checkpoint is the plain run's model
+    plain, raw = scores(runs["plain"]), scores(runs["ema"], "--weights", "checkpoint")
+    assert raw["weights"] == "checkpoint" and raw["loss"] == plain["loss"] and raw["bleu"] == plain["bleu"]
+    assert scores(runs["ema"])["loss"] != plain["loss"]  # the run's own weights are the average
+    beamed = scores(runs["plain"], "--beam", "2", "--length-penalty", "1.0")
+    assert beamed["beam"] == 2 and beamed["length_penalty"] == 1.0 and 0 <= beamed["bleu"] <= 100
+    check_bad_input(lambda: status_and_stderr(capsys, "eval", runs["plain"], "--length-penalty", "-1"),
+                    "--length-penalty must be >= 0", watch=[tmp_path])
+    check_bad_input(lambda: status_and_stderr(capsys, "eval", runs["plain"], "--weights", "best"),
+                    "--weights must be run or checkpoint", watch=[tmp_path])
 
 
 def test_eval_on_another_corpus_uses_the_runs_tokenizers(capsys, tmp_path, toy_run):

@@ -15,9 +15,9 @@ __all__ = ["evaluate"]
 
 
 @torch.no_grad()
-def evaluate(model, examples, data: TaskData, *, device="cpu", beam: int = 1, breakdown: bool = True,
-             batch_size: int = 64, num_examples_shown: int = 5) -> dict:
-    """Score ``model`` on ``examples``.
+def evaluate(model, examples, data: TaskData, *, device="cpu", beam: int = 1, length_penalty: float = 0.6,
+             breakdown: bool = True, batch_size: int = 64, num_examples_shown: int = 5) -> dict:
+    """Score ``model`` on ``examples`` (greedy, or beam search of ``beam`` with GNMT ``length_penalty``).
 
     Returns ``{"summary": {...}, "by_length": {...}, "examples": [...]}``: the
     summary has ``loss`` and ``token_accuracy`` (teacher-forced), ``exact_match``
@@ -36,7 +36,8 @@ def evaluate(model, examples, data: TaskData, *, device="cpu", beam: int = 1, br
                                       reduction="sum").item()
         correct += ((logits.argmax(-1) == batch.tgt_out) & mask).sum().item()
         total_tokens += int(mask.sum())
-        decoded = (greedy_decode(model, batch.src) if beam == 1 else beam_search(model, batch.src, beam_size=beam))
+        decoded = (greedy_decode(model, batch.src) if beam == 1
+                   else beam_search(model, batch.src, beam_size=beam, length_penalty=length_penalty))
         for index, output in zip(batch.examples, decoded):
             predictions[index] = output
 
