@@ -111,6 +111,31 @@ def test_multi30k_benchmark_quick_writes_its_results(tmp_path, source):
     assert (tmp_path / "m30k.md").read_text().startswith("# Multi30K German → English")
 
 
+@pytest.mark.slow
+def test_the_budget_benchmark_trains_the_plain_command_and_scores_greedy_beam_and_unaveraged(tmp_path):
+    data_root = write_tiny_corpora(tmp_path / "data")
+    _run("budget.py", ["--minutes", "0.05", "--seeds", "0", "--ema", "--beam", "2", "--runs-dir",
+                       str(tmp_path / "runs"), "--out", str(tmp_path / "budget")], data_root)
+    results = json.loads((tmp_path / "budget.json").read_text())
+    (row,) = results["runs"]
+    config = json.loads((tmp_path / "runs" / "fra-eng-0.05min-seed0" / "config.json").read_text())
+    assert config["train"]["max_minutes"] == 0.05 and config["train"]["average"] == "ema"
+    assert config["plan"] is not None and row["planned_steps"] == config["plan"]["steps"]
+    assert row["average"] == "ema" and row["bleu_default_recipe"] == row["bleu_unaveraged"]
+    for key in ("bleu", "bleu_unaveraged", "bleu_beam2-lp0.6"):
+        assert 0.0 <= row[key] <= 100.0
+    assert 0.0 <= row["padding"] < 1.0 and row["outside_steps_s"] >= 0
+    assert results["median_bleu"] == {"0.05": {"runs": 1, "median_bleu": row["bleu_unaveraged"]}}
+    assert (tmp_path / "budget.md").read_text().startswith("# fra-eng within a time budget")
+    run = tmp_path / "runs" / "fra-eng-0.05min-seed0"
+    assert json.loads((run / "eval-checkpoint.json").read_text())["weights"] == "checkpoint"
+    # --collect reads the kept scores back instead of decoding again
+    (run / "eval-checkpoint.json").write_text(json.dumps({"bleu": 12.5, "chrf": 30.0, "weights": "checkpoint"}))
+    _run("budget.py", ["--collect", str(run), "--out", str(tmp_path / "again")], data_root)
+    (again,) = json.loads((tmp_path / "again.json").read_text())["runs"]
+    assert again["bleu_unaveraged"] == 12.5 and again["bleu_beam2-lp0.6"] == row["bleu_beam2-lp0.6"]
+
+
 CORPUS_TESTS = [f"{test}[{source}]" for test in ("test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch",
                                                   "test_multi30k_benchmark_quick_writes_its_results")
                 for source in SOURCES]

@@ -1,0 +1,135 @@
+"""The default recipe within a time budget: `attnlab train --task T --max-minutes M`, seeds, median BLEU.
+
+    python benchmarks/budget.py --minutes 30 15 --seeds 0 1                 # fra-eng, 4 runs
+    python benchmarks/budget.py --task multi30k --minutes 30 --seeds 0
+    python benchmarks/budget.py --emulate-avx2 --minutes 15 --seeds 0      # an AVX2-only CPU, on a newer one
+    python benchmarks/budget.py --collect runs/a runs/b                    # tabulate finished runs only
+
+Each run is the plain command a user types (no tuned flags), one at a time, in its own process,
+so each gets the whole machine; the plan it fitted (steps, batch, warmup), its steps, epochs,
+the padded share of its batches, the seconds it spent outside training steps, MFU and the held-out
+scores come from its ``config.json`` / ``eval.json``. ``--beam 4`` also scores each run with beam
+search (GNMT length penalty ``--length-penalty``) beside greedy. ``--ema`` trains with
+``--average ema`` as well: averaging does not change the trained weights, so the run is scored
+twice, with its average and with the weights before averaging (``attnlab eval --weights
+checkpoint``), which are what the default recipe (no average) ends with; the medians are of those.
+Each extra score is kept beside the run (``RUN/eval-checkpoint.json``, ``RUN/eval-beam4-lp0.6.json``).
+
+``--emulate-avx2`` restricts ATen, oneDNN and MKL to AVX2 kernels, to stand in for an AVX2-only
+CPU on one with AVX-512 / AMX: ``--precision auto`` then picks fp32 there too (bf16 would run
+emulated), and the matmul rate the run measured is in its summary (``matmul_gflops``).
+
+Writes ``benchmarks/results/STEM.json`` and ``STEM.md`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from attnlab.benchmarking import ScriptArgumentParser, environment, format_table, write_results
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def _attnlab(args: list[str], env: dict | None = None, capture: bool = False) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "attnlab", *args]
+    print("$ attnlab " + " ".join(args), file=sys.stderr, flush=True)
+    return subprocess.run(command, env={**os.environ, **(env or {})}, check=True, text=True,
+                          stdout=subprocess.PIPE if capture else None)
+
+
+def _score(run: Path, env: dict, tag: str, *extra: str) -> dict:
+    """``attnlab eval RUN EXTRA``, kept in RUN/eval-TAG.json (a later --collect reads it back)."""
+    kept = run / f"eval-{tag}.json"
+    if not kept.is_file():
+        kept.write_text(_attnlab(["eval", str(run), *extra], env, capture=True).stdout)
+    result = json.loads(kept.read_text())
+    return {key: result[key] for key in ("bleu", "chrf", "loss") if key in result}
+
+
+def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict:
+    """One finished run: what it planned, what it did, and what it scored."""
+    config = json.loads((run / "config.json").read_text())
+    summary = json.loads((run / "eval.json").read_text())
+    plan = summary.get("plan") or {}
+    row = {"run": run.name, "task": config["task"], "seed": config["train"]["seed"],
+           "minutes": config["train"]["max_minutes"], "batch_tokens": summary.get("batch_tokens"),
+           "planned_steps": plan.get("steps"), "warmup": plan.get("warmup"), "steps": summary["steps"],
+           "epochs": summary["epochs"], "padding": summary.get("padding"),
+           "outside_steps_s": round(sum(summary.get("seconds_outside_steps", {}).values()), 1),
+           "mfu": summary.get("mfu"), "matmul_gflops": summary.get("matmul_gflops"),
+           "precision": summary["precision"], "kernels": summary.get("cpu", {}).get("torch_capability"),
+           "average": summary.get("average", "none"),
+           "bleu": summary["bleu"], "chrf": summary["chrf"], "test_loss": summary["loss"]}
+    if row["average"] != "none":  # the same run, scored with its weights before averaging
+        raw = _score(run, env, "checkpoint", "--weights", "checkpoint")
+        row.update({"bleu_unaveraged": raw["bleu"], "chrf_unaveraged": raw["chrf"]})
+    row["bleu_default_recipe"] = row.get("bleu_unaveraged", row["bleu"])
+    if beam > 1:
+        _score(run, env, f"beam{beam}-lp{length_penalty:g}", "--beam", str(beam), "--length-penalty",
+               str(length_penalty))
+    for kept in sorted(run.glob("eval-beam*-lp*.json")):  # every beam score made for this run, now or before
+        beamed = json.loads(kept.read_text())
+        row.update({f"bleu_{kept.stem[5:]}": beamed["bleu"], f"chrf_{kept.stem[5:]}": beamed["chrf"]})
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ScriptArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="fra-eng", help="fra-eng (default) or multi30k")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[30.0], help="budgets (default 30)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
+    parser.add_argument("--emulate-avx2", action="store_true", help="AVX2 kernels only, fp32 (see above)")
+    parser.add_argument("--ema", action="store_true", help="train with --average ema too and score both weights")
+    parser.add_argument("--beam", type=int, default=1, help="also score with beam search of this size")
+    parser.add_argument("--length-penalty", type=float, default=0.6, help="GNMT α for --beam (default 0.6)")
+    parser.add_argument("--runs-dir", default="runs/budget", help="where the runs go (default runs/budget)")
+    parser.add_argument("--collect", nargs="+", type=Path, help="only tabulate these finished runs")
+    parser.add_argument("--out", default=None, help="output stem (default benchmarks/results/TASK-budget)")
+    args = parser.parse_args(argv)
+    if any(m <= 0 for m in args.minutes) or args.beam < 1:
+        parser.error("--minutes must be > 0 and --beam >= 1")
+    env = dict(AVX2_ONLY) if args.emulate_avx2 else {}
+    wall_start, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
+    runs = list(args.collect or [])
+    for run in runs:
+        if not (run / "eval.json").is_file():
+            parser.error(f"{run} is not a finished run (no eval.json)")
+    if not runs:
+        for minutes in args.minutes:
+            for seed in args.seeds:
+                run = Path(args.runs_dir) / f"{args.task}-{minutes:g}min-seed{seed}"
+                flags = ["--average", "ema"] if args.ema else []
+                _attnlab(["train", "--task", args.task, "--max-minutes", f"{minutes:g}", "--seed", str(seed),
+                          *flags, "--quiet", "--force", "--out", str(run)], env, capture=True)
+                runs.append(run)
+    rows = [summarise(run, beam=args.beam, length_penalty=args.length_penalty, env=env) for run in runs]
+    medians = {}
+    for minutes in sorted({row["minutes"] for row in rows}):
+        scores = [row["bleu_default_recipe"] for row in rows if row["minutes"] == minutes]
+        medians[f"{minutes:g}"] = {"runs": len(scores), "median_bleu": round(statistics.median(scores), 2)}
+    results = {"task": args.task, "emulate_avx2": args.emulate_avx2, "runs": rows, "median_bleu": medians,
+               "wall_minutes": round((time.perf_counter() - wall_start) / 60, 2),
+               "load_average": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
+               "environment": environment()}
+    env_info = results["environment"]
+    machine = env_info.get("cpu", {})
+    text = "\n".join([f"# {args.task} within a time budget: the default recipe", "",
+                      f"`{env_info['command']}` — {env_info['date']}, torch {env_info['torch']}, "
+                      f"{env_info['cpu_count']} CPUs ({machine}), AVX2 emulated: {args.emulate_avx2}. "
+                      "Greedy decoding unless a beam column says otherwise, sacreBLEU.", "",
+                      format_table(rows, list(dict.fromkeys(key for row in rows for key in row))), "",
+                      "Median BLEU per budget: " + ", ".join(f"{m} min: {v['median_bleu']} ({v['runs']} runs)"
+                                                             for m, v in medians.items()), ""])
+    return write_results(args.out or str(RESULTS / f"{args.task}-budget"), results, text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
