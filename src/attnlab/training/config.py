@@ -47,8 +47,8 @@ class TrainConfig:
 
     ``average="ema"`` evaluates with, and saves as the run's weights, an exponential moving
     average of the weights (decay ``ema_decay``; :mod:`attnlab.training.averaging`). It is off in
-    every preset: turning it on for the corpus presets needs a measured CPU run of the recipe
-    (issue 16), which the session that wrote it could not make on its shared machine.
+    every preset: on fra-eng within a 15- or 30-minute CPU budget, whose cool-down already settles
+    the weights, the average scored below the weights it averages (docs/translation.md).
 
     ``report_mfu`` logs model FLOP utilisation (``mfu`` in metrics.jsonl and the summary) against
     a matmul rate measured at the start (~0.2 s); a time budget turns it on as well.
