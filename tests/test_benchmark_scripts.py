@@ -114,20 +114,21 @@ def test_multi30k_benchmark_quick_writes_its_results(tmp_path, source):
 @pytest.mark.slow
 def test_the_budget_benchmark_trains_the_plain_command_and_scores_greedy_beam_and_unaveraged(tmp_path):
     data_root = write_tiny_corpora(tmp_path / "data")
-    _run("budget.py", ["--minutes", "0.05", "--seeds", "0", "--ema", "--beam", "2", "--runs-dir",
+    _run("budget.py", ["--minutes", "0.5", "--seeds", "0", "--ema", "--beam", "2", "--runs-dir",
                        str(tmp_path / "runs"), "--out", str(tmp_path / "budget")], data_root)
     results = json.loads((tmp_path / "budget.json").read_text())
     (row,) = results["runs"]
-    config = json.loads((tmp_path / "runs" / "fra-eng-0.05min-seed0" / "config.json").read_text())
-    assert config["train"]["max_minutes"] == 0.05 and config["train"]["average"] == "ema"
-    assert config["plan"] is not None and row["planned_steps"] == config["plan"]["steps"]
+    config = json.loads((tmp_path / "runs" / "fra-eng-0.5min-seed0" / "config.json").read_text())
+    assert config["train"]["max_minutes"] == 0.5 and config["train"]["average"] == "ema"
+    # the plan, where the budget outlasted the calibration (a loaded machine may not get that far in 30 s)
+    assert row["planned_steps"] == (config["plan"] or {}).get("steps") and row["steps"] > 0
     assert row["average"] == "ema" and row["bleu_default_recipe"] == row["bleu_unaveraged"]
     for key in ("bleu", "bleu_unaveraged", "bleu_beam2-lp0.6"):
         assert 0.0 <= row[key] <= 100.0
     assert 0.0 <= row["padding"] < 1.0 and row["outside_steps_s"] >= 0
-    assert results["median_bleu"] == {"0.05": {"runs": 1, "median_bleu": row["bleu_unaveraged"]}}
+    assert results["median_bleu"] == {"0.5": {"runs": 1, "median_bleu": row["bleu_unaveraged"]}}
     assert (tmp_path / "budget.md").read_text().startswith("# fra-eng within a time budget")
-    run = tmp_path / "runs" / "fra-eng-0.05min-seed0"
+    run = tmp_path / "runs" / "fra-eng-0.5min-seed0"
     assert json.loads((run / "eval-checkpoint.json").read_text())["weights"] == "checkpoint"
     # --collect reads the kept scores back instead of decoding again
     (run / "eval-checkpoint.json").write_text(json.dumps({"bleu": 12.5, "chrf": 30.0, "weights": "checkpoint"}))

@@ -223,12 +223,14 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     precision = resolve_precision(config.precision, device)
     step, epoch, batch_index, trained_s = 0, 0, 0, 0.0
     batch_tokens = config.max_tokens  # what the stream batches by: a plan may have halved it
+    positions = {"padded": 0, "real": 0}  # source + target positions of every batch so far, and the non-pad ones
     if resume:  # every rank reads the checkpoint (a shared file system across nodes)
         state = checkpoint.load_checkpoint(run_dir, model, optimizer,
                                            extra_tensors=(AVERAGE_FILE,) if average is not None else ())
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
         trained_s = state.get("train_seconds", 0.0)  # a time budget counts the sessions before this one
         batch_tokens = state.get("batch_tokens", batch_tokens)
+        positions = {"padded": state.get("padded_positions", 0), "real": state.get("real_positions", 0)}
         if average is not None:
             average.load_state_dict(state["tensors"][AVERAGE_FILE])
         if run_config.plan is None:
@@ -264,6 +266,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         began = clock()
         checkpoint.save_checkpoint(run_dir, at_step, model, optimizer,
                                    {"epoch": stream.epoch, "batch_index": stream.index, "train_seconds": seconds,
+                                    "padded_positions": positions["padded"], "real_positions": positions["real"],
                                     **({"batch_tokens": stream.max_tokens} if stream.max_tokens else {})},
                                    extra_tensors=None if average is None else {AVERAGE_FILE: average.state_dict()},
                                    run_weights=None if average is None else weights())
@@ -286,8 +289,6 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     started = session_start - trained_s
     elapsed = trained_s  # rank 0's clock, shared by every rank: the schedule and the stop must agree
     window_tokens, window_flops, window_start, window_outside = 0, 0.0, clock(), 0.0
-    window_padded = window_real = 0  # source + target positions in the window's batches, and the non-pad ones
-    session_padded = session_real = 0
     spent = {"evaluation": 0.0, "checkpoint": 0.0, "plan": 0.0}  # this session's seconds outside training steps
     session_flops = 0.0
     model.train()
@@ -313,8 +314,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 torch.cuda.synchronize(device)  # a calibrated step is a finished step
             step_s = clock() - step_began
             window_tokens += global_batch.num_tokens
-            window_padded += global_batch.src.numel() + global_batch.tgt_out.numel()
-            window_real += int((global_batch.src != PAD_ID).sum()) + global_batch.num_tokens
+            positions["padded"] += global_batch.src.numel() + global_batch.tgt_out.numel()
+            positions["real"] += int((global_batch.src != PAD_ID).sum()) + global_batch.num_tokens
             if meter is not None:
                 window_flops += meter.batch_flops(batch)
 
@@ -323,15 +324,13 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 window_s = max(clock() - window_start - window_outside, 1e-9)  # evaluations and checkpoints excluded
                 record = {"step": step, "split": "train", "epoch": stream.epoch, "loss": round(loss_value, 6),
                           "lr": lr, "tokens_per_s": round(window_tokens / window_s, 1),
-                          "padding": round(1 - window_real / max(window_padded, 1), 4)}
+                          "padding": _padding(positions)}
                 if meter is not None:
                     record["mfu"] = float(f"{meter.mfu(window_flops, window_s):.4g}")
                 log.add(record)
                 bar.update(step, loss=loss_value, lr=lr, tokens_per_s=record["tokens_per_s"])
                 session_flops += window_flops
-                session_padded, session_real = session_padded + window_padded, session_real + window_real
                 window_tokens, window_flops, window_start, window_outside = 0, 0.0, clock(), 0.0
-                window_padded = window_real = 0
                 if on_log and main:
                     on_log(record)
             if step % config.eval_every == 0 and step != config.steps and main:
@@ -398,9 +397,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                               "parameters": sum(p.numel() for p in model.parameters()),
                               "world_size": context.world_size, "average": config.average,
                               "batch_tokens": stream.max_tokens,
-                              # the share of the batches' source and target positions that are padding
-                              "padding": round(1 - (session_real + window_real)
-                                               / max(session_padded + window_padded, 1), 4),
+                              "padding": _padding(positions),
                               # inside the budget, outside the training steps: dev evaluations, checkpoints, the plan
                               "seconds_outside_steps": {name: round(value, 2) for name, value in spent.items()}})
     if meter is not None:
@@ -411,6 +408,11 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
                                                          "examples": result["examples"]}, indent=2))
     return result
+
+
+def _padding(positions: dict) -> float:
+    """The share of the run's batch positions (source and target, every step so far) that are padding."""
+    return round(1 - positions["real"] / max(positions["padded"], 1), 4)
 
 
 def _make_plan(config: TrainConfig, calibration: Calibration, step: int, clock: Callable[[], float], *,
