@@ -189,7 +189,7 @@ def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds
                       step_seconds=step_seconds, eval_seconds=eval_seconds, checkpoint_seconds=checkpoint_seconds,
                       overhead_seconds=round(_overhead_s(config, step, steps, eval_seconds, checkpoint_seconds), 3),
                       max_minutes=config.max_minutes,
-                      batch_tokens=config.max_tokens if batch_tokens is None or not config.max_tokens else batch_tokens,
+                      batch_tokens=(batch_tokens or config.max_tokens) if config.max_tokens else None,
                       batch_sentences=None if config.max_tokens else config.batch_size)
 
 
