@@ -301,6 +301,9 @@ def test_eval_scores_the_weights_before_averaging_and_beam_with_a_length_penalty
                     "--length-penalty must be >= 0", watch=[tmp_path])
     check_bad_input(lambda: status_and_stderr(capsys, "eval", runs["plain"], "--weights", "best"),
                     "--weights must be run or checkpoint", watch=[tmp_path])
+    (runs["plain"] / "checkpoints" / "latest.json").unlink()  # a run whose checkpoints are gone
+    check_bad_input(lambda: status_and_stderr(capsys, "eval", runs["plain"], "--weights", "checkpoint"),
+                    "has no checkpoint (checkpoints/latest.json is missing)", watch=[tmp_path])
 
 
 def test_eval_on_another_corpus_uses_the_runs_tokenizers(capsys, tmp_path, toy_run):
