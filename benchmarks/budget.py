@@ -3,6 +3,7 @@
     python benchmarks/budget.py --minutes 30 15 --seeds 0 1                 # fra-eng, 4 runs
     python benchmarks/budget.py --task multi30k --minutes 30 --seeds 0
     python benchmarks/budget.py --emulate-avx2 --minutes 15 --seeds 0      # an AVX2-only CPU, on a newer one
+    python benchmarks/budget.py --emulate-avx2 --time-scale 0.47 --minutes 15 --train-args "--vocab-size 4000"
     python benchmarks/budget.py --collect runs/a runs/b                    # tabulate finished runs only
 
 Each run is the plain command a user types (no tuned flags), one at a time, in its own process,
@@ -19,6 +20,14 @@ Each extra score is kept beside the run (``RUN/eval-checkpoint.json``, ``RUN/eva
 CPU on one with AVX-512 / AMX: ``--precision auto`` then picks fp32 there too (bf16 would run
 emulated), and the matmul rate the run measured is in its summary (``matmul_gflops``).
 
+``--time-scale S`` stands in for a machine whose training step takes 1/S times as long as this
+one's: a budget of M minutes runs as ``--max-minutes M·S`` here (the table keeps M, and the wall
+budget beside it), so a faster CPU buys the steps the slower one would. S is a measured ratio of
+the two machines' throughput on the default recipe (target tokens/s there over here), which
+assumes the shapes compared keep their relative speed on both. ``--train-args`` adds options to
+every run of a study (``"--vocab-size 4000 --d-model 192"``); runs with any setting that differs
+from the preset are named in the ``changed`` column and left out of the medians.
+
 Writes ``benchmarks/results/STEM.json`` and ``STEM.md`` (``--out``).
 """
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -55,22 +65,33 @@ def _score(run: Path, env: dict, tag: str, *extra: str) -> dict:
     return {key: result[key] for key in ("bleu", "chrf", "loss") if key in result}
 
 
+def _tokens_per_s(run: Path) -> float | None:
+    """Median target tokens/s over the run's logged training steps (metrics.jsonl)."""
+    rates = [row["tokens_per_s"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if row.get("split") == "train" and row.get("tokens_per_s")] if (run / "metrics.jsonl").is_file() else []
+    return round(statistics.median(rates), 1) if rates else None
+
+
 def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict:
     """One finished run: what it planned, what it did, and what it scored."""
     config = json.loads((run / "config.json").read_text())
     summary = json.loads((run / "eval.json").read_text())
+    budget = json.loads((run / "budget.json").read_text()) if (run / "budget.json").is_file() else {}
     plan = summary.get("plan") or {}
     # settings that differ from the task's preset: a run with none is the default recipe
     changed = {**{k: v for k, v in default_model(config["task"]).items() if config["model"].get(k) != v},
-               **{k: v for k, v in default_train(config["task"]).items() if config["train"].get(k) != v}}
+               **{k: v for k, v in default_train(config["task"]).items() if config["train"].get(k) != v},
+               **config.get("task_options", {})}
     if (changed.get("precision") == "auto" and config["train"]["precision"] == "fp32"
             and summary.get("cpu", {}).get("torch_capability") in ("DEFAULT", "AVX2")):
         del changed["precision"]  # what auto resolves to under AVX2 kernels (bf16 would be emulated)
     row = {"run": run.name, "task": config["task"], "seed": config["train"]["seed"],
-           "changed": ", ".join(f"{k}={config['model'].get(k, config['train'].get(k))}" for k in changed) or "",
-           "minutes": config["train"]["max_minutes"], "batch_tokens": summary.get("batch_tokens"),
+           "changed": ", ".join(f"{k}={config['model'].get(k, config['train'].get(k, changed[k]))}"
+                                for k in changed) or "",
+           "minutes": budget.get("minutes", config["train"]["max_minutes"]),
+           "wall_budget_minutes": config["train"]["max_minutes"], "batch_tokens": summary.get("batch_tokens"),
            "planned_steps": plan.get("steps"), "warmup": plan.get("warmup"), "steps": summary["steps"],
-           "epochs": summary["epochs"], "padding": summary.get("padding"),
+           "epochs": summary["epochs"], "tokens_per_s": _tokens_per_s(run), "padding": summary.get("padding"),
            "outside_steps_s": round(sum(summary.get("seconds_outside_steps", {}).values()), 1),
            "mfu": summary.get("mfu"), "matmul_gflops": summary.get("matmul_gflops"),
            "precision": summary["precision"], "kernels": summary.get("cpu", {}).get("torch_capability"),
@@ -95,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, nargs="+", default=[30.0], help="budgets (default 30)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
     parser.add_argument("--emulate-avx2", action="store_true", help="AVX2 kernels only, fp32 (see above)")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="run each budget M as M·S minutes here, for a machine 1/S as fast (see above)")
+    parser.add_argument("--train-args", default="", help='more `attnlab train` options for every run, quoted')
+    parser.add_argument("--tag", default="", help="added to each run's folder name (default: none)")
     parser.add_argument("--ema", action="store_true", help="train with --average ema too and score both weights")
     parser.add_argument("--beam", type=int, default=1, help="also score with beam search of this size")
     parser.add_argument("--length-penalty", type=float, default=0.6, help="GNMT α for --beam (default 0.6)")
@@ -102,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collect", nargs="+", type=Path, help="only tabulate these finished runs")
     parser.add_argument("--out", default=None, help="output stem (default benchmarks/results/TASK-budget)")
     args = parser.parse_args(argv)
-    if any(m <= 0 for m in args.minutes) or args.beam < 1:
-        parser.error("--minutes must be > 0 and --beam >= 1")
+    if any(m <= 0 for m in args.minutes) or args.beam < 1 or args.time_scale <= 0:
+        parser.error("--minutes and --time-scale must be > 0 and --beam >= 1")
     env = dict(AVX2_ONLY) if args.emulate_avx2 else {}
     wall_start, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     runs = list(args.collect or [])
@@ -113,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         for minutes in args.minutes:
             for seed in args.seeds:
-                run = Path(args.runs_dir) / f"{args.task}-{minutes:g}min-seed{seed}"
+                tag = f"-{args.tag}" if args.tag else ""
+                run = Path(args.runs_dir) / f"{args.task}-{minutes:g}min-seed{seed}{tag}"
                 flags = ["--average", "ema"] if args.ema else []
-                _attnlab(["train", "--task", args.task, "--max-minutes", f"{minutes:g}", "--seed", str(seed),
-                          *flags, "--quiet", "--force", "--out", str(run)], env, capture=True)
+                wall = round(minutes * args.time_scale, 3)
+                _attnlab(["train", "--task", args.task, "--max-minutes", f"{wall:g}", "--seed", str(seed),
+                          *flags, *shlex.split(args.train_args), "--quiet", "--force", "--out", str(run)],
+                         env, capture=True)
+                (run / "budget.json").write_text(json.dumps({"minutes": minutes, "time_scale": args.time_scale}))
                 runs.append(run)
     rows = [summarise(run, beam=args.beam, length_penalty=args.length_penalty, env=env) for run in runs]
     medians = {}
@@ -124,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = [row["bleu_default_recipe"] for row in rows if row["minutes"] == minutes and not row["changed"]]
         if scores:  # the default recipe's runs only
             medians[f"{minutes:g}"] = {"runs": len(scores), "median_bleu": round(statistics.median(scores), 2)}
-    results = {"task": args.task, "emulate_avx2": args.emulate_avx2, "runs": rows, "median_bleu": medians,
+    results = {"task": args.task, "emulate_avx2": args.emulate_avx2, "time_scale": args.time_scale, "runs": rows, "median_bleu": medians,
                "wall_minutes": round((time.perf_counter() - wall_start) / 60, 2),
                "load_average": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
                "environment": environment()}
@@ -132,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = env_info.get("cpu", {})
     text = "\n".join([f"# {args.task} within a time budget: the default recipe", "",
                       f"`{env_info['command']}` — {env_info['date']}, torch {env_info['torch']}, "
-                      f"{env_info['cpu_count']} CPUs ({machine}), AVX2 emulated: {args.emulate_avx2}. "
+                      f"{env_info['cpu_count']} CPUs ({machine}), AVX2 emulated: {args.emulate_avx2}, "
+                      f"time scale: {args.time_scale:g}. "
                       "Greedy decoding unless a beam column says otherwise, sacreBLEU.", "",
                       format_table(rows, list(dict.fromkeys(key for row in rows for key in row))), "",
                       "Median BLEU per budget: " + ", ".join(f"{m} min: {v['median_bleu']} ({v['runs']} runs)"
