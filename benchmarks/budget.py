@@ -79,8 +79,10 @@ def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict
     budget = json.loads((run / "budget.json").read_text()) if (run / "budget.json").is_file() else {}
     plan = summary.get("plan") or {}
     # settings that differ from the task's preset: a run with none is the default recipe
-    changed = {**{k: v for k, v in default_model(config["task"]).items() if config["model"].get(k) != v},
-               **{k: v for k, v in default_train(config["task"]).items() if config["train"].get(k) != v},
+    preset_model = {**default_model(config["task"]), **(summary.get("fitted_model") or {})}  # a budget's choice
+    changed = {**{k: v for k, v in preset_model.items() if config["model"].get(k) != v},
+               # a setting newer than the run is not counted as changed (the run predates it)
+               **{k: v for k, v in default_train(config["task"]).items() if config["train"].get(k, v) != v},
                **config.get("task_options", {})}
     if (changed.get("precision") == "auto" and config["train"]["precision"] == "fp32"
             and summary.get("cpu", {}).get("torch_capability") in ("DEFAULT", "AVX2")):
@@ -88,6 +90,7 @@ def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict
     row = {"run": run.name, "task": config["task"], "seed": config["train"]["seed"],
            "changed": ", ".join(f"{k}={config['model'].get(k, config['train'].get(k, changed[k]))}"
                                 for k in changed) or "",
+           "d_model": config["model"]["d_model"], "fitted_model": bool(summary.get("fitted_model")),
            "minutes": budget.get("minutes", config["train"]["max_minutes"]),
            "wall_budget_minutes": config["train"]["max_minutes"], "batch_tokens": summary.get("batch_tokens"),
            "planned_steps": plan.get("steps"), "warmup": plan.get("warmup"), "steps": summary["steps"],

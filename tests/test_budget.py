@@ -9,7 +9,8 @@ import torch
 
 import attnlab.training.trainer as trainer
 from attnlab.core.model import TransformerConfig
-from attnlab.training.budget import BudgetPlan, Calibration, UtilisationMeter, fit_plan, fitted_batch_tokens
+from attnlab.training.budget import (BudgetPlan, Calibration, UtilisationMeter, fit_plan, fitted_batch_tokens,
+                                     fitted_model)
 from attnlab.training.config import RunConfig, TrainConfig
 from attnlab.training.schedule import learning_rate
 from attnlab.training.trainer import BatchStream, train
@@ -44,17 +45,19 @@ def fake_steps(monkeypatch):
     """A fake clock that every optimiser step advances by its step_s; also counts the steps.
 
     With ``clock.per_tokens`` set, a step takes step_s · (the stream's batch tokens / per_tokens):
-    a smaller batch, a proportionally shorter step.
+    a smaller batch, a proportionally shorter step; with ``clock.per_width``, step_s · (the model's
+    d_model / per_width).
     """
     clock, plain_step, plain_next = FakeClock(), trainer.train_step, BatchStream.next
-    clock.steps, clock.per_tokens, clock.batch_tokens = 0, None, None
+    clock.steps, clock.per_tokens, clock.batch_tokens, clock.per_width = 0, None, None, None
 
     def next_batch(stream):
         clock.batch_tokens = stream.max_tokens
         return plain_next(stream)
 
     def timed_step(*args, **kwargs):
-        clock.now += clock.step_s * (clock.batch_tokens / clock.per_tokens if clock.per_tokens else 1.0)
+        clock.now += (clock.step_s * (clock.batch_tokens / clock.per_tokens if clock.per_tokens else 1.0)
+                      * (args[0].config.d_model / clock.per_width if clock.per_width else 1.0))
         clock.steps += 1
         return plain_step(*args, **kwargs)
 
@@ -217,6 +220,66 @@ def test_a_budget_with_enough_steps_keeps_its_batch(tmp_path, fake_steps):
     assert result["summary"]["batch_tokens"] == 128
 
 
+# --------------------------------------------------------------------------- the model a budget buys
+
+SMALL = {"d_model": 16, "d_ff": 32}  # half the width of TINY_MODEL
+
+
+def test_only_a_budget_under_a_quarter_of_the_steps_chooses_the_small_budget_model():
+    config = TrainConfig(steps=200, batch_size=16, small_budget_model=SMALL)
+    tiny = TransformerConfig(**TINY_MODEL)
+    assert fitted_model(config, tiny, 49) == SMALL and fitted_model(config, tiny, 50) is None
+    assert fitted_model(config, TransformerConfig(**{**TINY_MODEL, **SMALL}), 10) is None  # already that shape
+    assert fitted_model(TrainConfig(steps=200, batch_size=16), tiny, 10) is None  # none configured
+
+
+def test_the_fra_eng_preset_has_a_small_budget_model_that_an_explicit_shape_turns_off():
+    assert RunConfig.for_task("fra-eng").train.small_budget_model == {"d_model": 192, "d_ff": 768}
+    assert RunConfig.for_task("fra-eng", dropout=0.1).train.small_budget_model == {"d_model": 192, "d_ff": 768}
+    for shape in ({"d_model": 128}, {"num_encoder_layers": 2}, {"num_heads": 8}):
+        assert RunConfig.for_task("fra-eng", **shape).train.small_budget_model is None
+    assert RunConfig.for_task("multi30k").train.small_budget_model is None  # not measured there
+    preset = RunConfig.for_task("fra-eng").train.small_budget_model
+    preset["d_model"] = 1  # a run's copy: the preset itself is not changed
+    assert RunConfig.for_task("fra-eng").train.small_budget_model["d_model"] == 192
+    for bad in ({"dropout": 1}, {"d_model": 0}, {}, {"d_model": 1.5}):
+        with pytest.raises(ValueError, match="small_budget_model must map"):
+            TrainConfig(small_budget_model=bad)
+
+
+def test_a_budget_under_a_quarter_of_the_steps_trains_the_small_budget_model_timed_again(tmp_path, fake_steps,
+                                                                                          capsys):
+    from attnlab.training.runs import build_model
+
+    fake_steps.per_width, fake_steps.step_s = 32, 2.5  # 2.5 s a step at width 32, 1.25 s at 16
+    result = train(tmp_path / "run", budget_run(small_budget_model=SMALL), clock=fake_steps)
+    # after 13 steps (32.5 s): 13 + floor(57.5 / 2.5) = 36 steps, under a quarter of 200: width 16, from step 0,
+    # with a calibration of its own (3 warm-in + 10 timed steps, 16.25 s): the plan at its step 13, 48.75 s:
+    # 13 + floor(41.25 / 1.25) = 46 steps
+    stored = RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert (stored.model.d_model, stored.model.d_ff) == (16, 32)
+    plan = stored.plan
+    assert (plan.steps, plan.calibration_steps, plan.step_seconds) == (46, 13, 1.25)
+    assert plan.warmup == 26  # 100 * 46 / 200 = 23, raised to twice the calibration
+    assert "under 25% of the 200 configured: training d_model 16, d_ff 32 instead" in capsys.readouterr().err
+    summary = result["summary"]
+    assert summary["fitted_model"] == SMALL and summary["steps"] == 47  # 48.75 + 1.25 * 34 = 91.25 s > 90 s
+    assert fake_steps.steps == 13 + 47  # the larger model's steps were paid for out of the budget
+    assert summary["parameters"] == sum(p.numel() for p in build_model(stored).parameters())
+    records = _records(tmp_path / "run")
+    assert [r["step"] for r in records] == list(range(5, 48, 5))  # the log is the trained model's alone
+    assert records[0]["lr"] == pytest.approx(3e-3 * 5 / 100)  # its own ramp, from its step 0
+
+
+@pytest.mark.parametrize("step_s", [1.0, 0.4])  # 90 steps (under half: the batch rule's case); 225
+def test_a_budget_that_buys_a_quarter_of_the_steps_keeps_the_configured_model(tmp_path, fake_steps, step_s):
+    fake_steps.per_width, fake_steps.step_s = 32, step_s
+    result = train(tmp_path / "run", budget_run(small_budget_model=SMALL), progress=False, clock=fake_steps)
+    stored = RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert stored.model.d_model == 32 and result["summary"]["fitted_model"] is None
+    assert fake_steps.steps == result["summary"]["steps"]
+
+
 class Killed(Exception):
     pass
 
@@ -317,6 +380,43 @@ def test_a_resumed_run_keeps_its_halved_batch_and_ends_as_the_uninterrupted_one(
         assert part == full and digest("part") == digest("full")
     else:  # resumed before the plan: the batch stays fitted, and only its timing is taken again
         assert part["batch_tokens"] == 64 and part["calibration_steps"] == 31  # 20 + 1 warm-in + 10 timed
+
+
+# killed at the small model's step 40, after the plan; at its step 12, in its calibration (a checkpoint at 10)
+@pytest.mark.parametrize("killed_at", [13 + 40, 13 + 12])
+def test_a_resumed_run_keeps_the_small_budget_model_and_ends_as_the_uninterrupted_one(tmp_path, fake_steps,
+                                                                                       monkeypatch, killed_at):
+    import hashlib
+
+    fake_steps.per_width, fake_steps.step_s = 32, 2.5
+    run = budget_run(small_budget_model=SMALL, checkpoint_every=10)
+    train(tmp_path / "full", run, progress=False, clock=fake_steps)
+    counted_step = trainer.train_step
+
+    def dies(*args, **kwargs):
+        if fake_steps.steps == killed_at - 1:
+            raise Killed
+        return counted_step(*args, **kwargs)
+
+    fake_steps.now, fake_steps.steps = 0.0, 0
+    monkeypatch.setattr(trainer, "train_step", dies)
+    with pytest.raises(Killed):
+        train(tmp_path / "part", run, progress=False, clock=fake_steps)
+    monkeypatch.setattr(trainer, "train_step", counted_step)
+    fake_steps.now = 0.0
+    resumed = train(tmp_path / "part", run, resume=True, progress=False, clock=fake_steps)  # the run as configured
+    assert resumed["summary"]["fitted_model"] == SMALL
+
+    def digest(name):
+        return hashlib.sha256((tmp_path / name / "model.safetensors").read_bytes()).hexdigest()
+
+    full = json.loads((tmp_path / "full" / "config.json").read_text())
+    part = json.loads((tmp_path / "part" / "config.json").read_text())
+    assert part["model"] == full["model"] and part["model"]["d_model"] == 16
+    if killed_at == 13 + 40:  # resumed after the plan: the same plan, the same weights
+        assert part["plan"] == full["plan"] and digest("part") == digest("full")
+    else:  # resumed before the plan: the small model is timed again (10 + 3 + 10 steps), not chosen again
+        assert part["plan"]["calibration_steps"] == 23 and part["plan"]["step_seconds"] == 1.25
 
 
 # --------------------------------------------------------------------------- model FLOP utilisation

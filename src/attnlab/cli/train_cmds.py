@@ -134,7 +134,8 @@ def train(
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 (autocast), or auto (bf16 where the hardware is native)"),
     eval_every: Optional[int] = typer.Option(None, help="evaluate on the dev split every N steps"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
-    max_minutes: Optional[float] = typer.Option(None, help="stop (and evaluate) after this many minutes"),
+    max_minutes: Optional[float] = typer.Option(None, help="stop (and evaluate) after this many minutes; the plan "
+                                                        "(warmup, batch, on fra-eng the model width) is fitted to it"),
     train_lengths: Optional[str] = typer.Option(None, help="synthetic tasks: training lengths, e.g. 1-12"),
     test_lengths: Optional[str] = typer.Option(None, help="synthetic tasks: test lengths, e.g. 13-24"),
     num_train: Optional[int] = typer.Option(None, help="synthetic tasks: training examples"),

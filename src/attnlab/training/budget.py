@@ -23,6 +23,15 @@ proportional to 1 / batch, reach half the configured steps. A changed batch is t
 second calibration of :data:`RECALIBRATION_STEPS` steps) before the plan is fitted to it. A
 budget that buys at least half the configured steps keeps the configured batch.
 
+**The model.** With ``small_budget_model`` set (the fra-eng preset: width 192, feed-forward 768),
+a budget that buys fewer than a quarter of the configured steps of the configured model (at
+``max_tokens``) trains that smaller model instead (:func:`fitted_model`): it is built afresh from the seed, the steps the
+larger one took count against the budget but not as steps, and it is timed by a calibration of its
+own; the batch is then fitted to what it buys. A smaller model does less per step and learns less
+per token, so it wins only where the steps are too few for the larger one: on an AVX2-only CPU it
+won at 15 minutes (a quarter of the steps) and lost to smaller batches of the larger model at 30
+(half of them; docs/translation.md).
+
     >>> plan = fit_plan(TrainConfig(steps=1600, warmup=200, lr=2e-3, cooldown=0.2, max_minutes=30, max_tokens=4096,
     ...                             eval_every=400, checkpoint_every=200), step=13, elapsed_s=42.9, step_seconds=3.3)
     >>> plan.describe()
@@ -47,13 +56,15 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 __all__ = ["BudgetPlan", "Calibration", "fit_plan", "fitted_batch_tokens", "UtilisationMeter", "WARM_IN_STEPS",
-           "CALIBRATION_STEPS", "RECALIBRATION_STEPS", "CALIBRATION_MAX_S", "EVAL_PROBE_EXAMPLES"]
+           "CALIBRATION_STEPS", "RECALIBRATION_STEPS", "CALIBRATION_MAX_S", "EVAL_PROBE_EXAMPLES", "fitted_model",
+           "SMALL_MODEL_SHARE"]
 
 WARM_IN_STEPS = 3  # not timed: the first steps pay for allocations and thread start-up
 CALIBRATION_STEPS = 10  # timed steps after the warm-in ...
 CALIBRATION_MAX_S = 60.0  # ... or fewer, once they have taken this long
 RECALIBRATION_STEPS = 10  # timed steps (after one warm-in step) at a batch the plan changed
 EVAL_PROBE_EXAMPLES = 16  # dev sentences decoded to estimate what one dev evaluation costs
+SMALL_MODEL_SHARE = 0.25  # a budget buying fewer than this share of the configured steps trains small_budget_model
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,28 @@ def fitted_batch_tokens(config: "TrainConfig", budget_steps: int) -> int | None:
     while 2 * budget_steps * config.max_tokens < config.steps * tokens and tokens // 2 >= config.min_batch_tokens:
         tokens //= 2
     return tokens
+
+
+def fitted_model(config: "TrainConfig", model, budget_steps: int) -> dict | None:
+    """The shape settings to train instead of ``model`` when the budget buys only ``budget_steps``, or None.
+
+    None unless ``config.small_budget_model`` is set, the budget buys fewer than
+    :data:`SMALL_MODEL_SHARE` of the configured steps, and ``model`` (a TransformerConfig) is not
+    already of that shape.
+
+        >>> from attnlab.core.model import TransformerConfig
+        >>> small = TrainConfig(steps=1600, small_budget_model={"d_model": 192, "d_ff": 768})
+        >>> fitted_model(small, TransformerConfig(src_vocab_size=9, tgt_vocab_size=9, d_model=256), 280)
+        {'d_model': 192, 'd_ff': 768}
+        >>> fitted_model(small, TransformerConfig(src_vocab_size=9, tgt_vocab_size=9, d_model=256), 545) is None
+        True
+    """
+    shape = config.small_budget_model
+    if not shape or budget_steps >= SMALL_MODEL_SHARE * config.steps:
+        return None
+    if all(getattr(model, name) == value for name, value in shape.items()):
+        return None
+    return dict(shape)
 
 
 def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds: float, eval_seconds: float = 0.0,

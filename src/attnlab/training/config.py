@@ -29,11 +29,13 @@ from .hardware import PRECISIONS
 from .presets import default_model, default_train, task_family
 from .schedule import SCHEDULES
 
-__all__ = ["TrainConfig", "RunConfig", "ARCHITECTURES", "DATA_FIELDS", "model_fields", "train_fields",
+__all__ = ["TrainConfig", "RunConfig", "ARCHITECTURES", "DATA_FIELDS", "SHAPE_FIELDS", "model_fields", "train_fields",
            "task_option_names", "check_task"]
 
 ARCHITECTURES = ("transformer", "rnn-attention")
 DATA_FIELDS = ("src_vocab_size", "tgt_vocab_size", "pad_id")  # model fields the data decides, not a setting
+# the model's shape: what TrainConfig.small_budget_model may set; setting any of them turns it off
+SHAPE_FIELDS = ("d_model", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers")
 
 
 @dataclass
@@ -43,7 +45,10 @@ class TrainConfig:
     With ``max_minutes`` the trainer times its first steps and fits the warmup to the steps the
     budget buys (:mod:`attnlab.training.budget`); without it the schedule is exactly the configured one.
     With ``min_batch_tokens`` as well, a budget that buys fewer than half the configured steps halves
-    ``max_tokens`` (down to ``min_batch_tokens``) for more, smaller batches.
+    ``max_tokens`` (down to ``min_batch_tokens``) for more, smaller batches. With
+    ``small_budget_model`` (shape settings such as ``{"d_model": 192, "d_ff": 768}``), a budget that
+    buys fewer than a quarter of them first trains that smaller model instead, timed again, and the
+    batch is then fitted to it.
 
     ``average="ema"`` evaluates with, and saves as the run's weights, an exponential moving
     average of the weights (decay ``ema_decay``; :mod:`attnlab.training.averaging`). It is off in
@@ -58,6 +63,7 @@ class TrainConfig:
     batch_size: int | None = 64  # sentences per batch (synthetic tasks)
     max_tokens: int | None = None  # padded tokens per batch (corpora); overrides batch_size
     min_batch_tokens: int | None = None  # with max_minutes: a budget that buys few steps may halve the batch down to this
+    small_budget_model: dict | None = None  # with max_minutes: the model shape to train when the budget buys few steps
     lr: float = 1e-3  # peak learning rate
     schedule: str = "cosine"
     warmup: int = 200
@@ -92,6 +98,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.small_budget_model is not None:
+            shape = self.small_budget_model
+            if not isinstance(shape, dict) or not shape or any(
+                    name not in SHAPE_FIELDS or not isinstance(value, int) or isinstance(value, bool) or value < 1
+                    for name, value in shape.items()):
+                raise ValueError(f"small_budget_model must map some of {', '.join(SHAPE_FIELDS)} to positive "
+                                 f"integers, got {shape!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.schedule not in SCHEDULES:
@@ -182,7 +195,8 @@ class RunConfig:
         Each override is named by its field: a :class:`TransformerConfig` field (``d_model``), a
         :class:`TrainConfig` field (``steps``), an option of the task's loader (``num_train``; see
         :func:`task_option_names`), or ``architecture``. An explicit ``batch_size`` without
-        ``max_tokens`` replaces a preset's token budget. Vocabulary sizes are placeholders until the
+        ``max_tokens`` replaces a preset's token budget, and an explicit shape (``d_model``, ``d_ff``,
+        heads or layers) turns off the preset's ``small_budget_model``. Vocabulary sizes are placeholders until the
         data is loaded (:meth:`with_vocab`). A name that is none of these is a ``ValueError``.
 
             >>> RunConfig.for_task("fra-eng", batch_size=32).train.max_tokens is None
@@ -202,6 +216,8 @@ class RunConfig:
         train = {**default_train(task), **{k: v for k, v in overrides.items() if k in train_names}}
         if "batch_size" in overrides and "max_tokens" not in overrides:
             train["max_tokens"] = None  # an explicit sentence count replaces the preset's token budget
+        if "small_budget_model" not in overrides and any(name in SHAPE_FIELDS for name in overrides):
+            train["small_budget_model"] = None  # a shape asked for is the shape trained, whatever the budget
         options = {k: v for k, v in overrides.items() if k not in model_names and k not in train_names}
         return cls(model=TransformerConfig(src_vocab_size=1, tgt_vocab_size=1, **model), train=TrainConfig(**train),
                    task=task, task_options=options, architecture=architecture)

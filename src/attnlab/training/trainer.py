@@ -37,8 +37,8 @@ from ..data import PAD_ID, TaskData, make_batches
 from ..files import atomic_write_text
 from . import checkpoint, distributed
 from .averaging import AVERAGE_FILE, WeightAverage
-from .budget import (EVAL_PROBE_EXAMPLES, RECALIBRATION_STEPS, BudgetPlan, Calibration, UtilisationMeter, fit_plan,
-                     fitted_batch_tokens)
+from .budget import (EVAL_PROBE_EXAMPLES, RECALIBRATION_STEPS, SMALL_MODEL_SHARE, BudgetPlan, Calibration, UtilisationMeter, fit_plan,
+                     fitted_batch_tokens, fitted_model)
 from .config import RunConfig, TrainConfig
 from .evaluation import evaluate
 from .hardware import autocast, cpu_capability, keep_freed_memory, resolve_device, resolve_precision
@@ -216,6 +216,10 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     if data is None:
         data = run_config.load_data()
     run_config = run_config.with_vocab(data.source.vocab_size, data.target.vocab_size)
+    if resume and config.small_budget_model and (run_dir / "config.json").is_file():
+        stored = read_config(run_dir).model  # a budget may have chosen the smaller shape before the stop
+        if stored == replace(run_config.model, **config.small_budget_model):
+            run_config = replace(run_config, model=stored)
     model = build_model(run_config).to(device)
     optimizer = make_optimizer(model, config, device)
     average = WeightAverage(model, config.ema_decay) if config.average == "ema" else None
@@ -253,6 +257,9 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                  and config.max_tokens is not None and batch_tokens == config.max_tokens)
     if calibration is not None and batch_tokens != config.max_tokens:  # resumed after the batch was fitted
         calibration = Calibration(warm_in=1, steps=RECALIBRATION_STEPS)
+    # ... and before it, the model: once, in a fresh single-process run (a resumed one has its shape)
+    fit_shape = (calibration is not None and not resume and not context.enabled and not config.compile
+                 and config.small_budget_model is not None and run_config.architecture == "transformer")
     meter = None
     if main and (config.max_minutes is not None or config.report_mfu) and run_config.architecture == "transformer":
         meter = UtilisationMeter(run_config.model, precision, device)  # measures the matmul rate (~0.2 s)
@@ -344,6 +351,25 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
             planned_at = None
             if calibration is not None:
                 done = main and calibration.add(step_s) and step < config.steps
+                if done and fit_shape:
+                    fit_shape = False
+                    estimate = fit_plan(config, step=step, elapsed_s=clock() - started,
+                                        step_seconds=max(calibration.step_seconds, 1e-9))
+                    shape = fitted_model(config, run_config.model, estimate.budget_steps)
+                    if shape is not None:  # a new, smaller model from the seed: the steps so far are spent
+                        run_config = replace(run_config, model=replace(run_config.model, **shape))
+                        torch.manual_seed(config.seed)
+                        model = build_model(run_config).to(device)
+                        step_model, optimizer = model, make_optimizer(model, config, device)
+                        average = WeightAverage(model, config.ema_decay) if average is not None else None
+                        if meter is not None:
+                            meter = UtilisationMeter(run_config.model, precision, device, peak_gflops=meter.peak_gflops)
+                        write_config(run_dir, run_config)
+                        log = _MetricsLog(run_dir / "metrics.jsonl", 0)  # the log is the trained model's alone
+                        window_flops, step, calibration, done = 0.0, 0, Calibration(), False
+                        bar.message(f"budget: ≈ {estimate.budget_steps:,} steps of the configured model, under "
+                                    f"{SMALL_MODEL_SHARE:.0%} of the {config.steps:,} configured: training "
+                                    + ", ".join(f"{name} {value}" for name, value in shape.items()) + " instead")
                 if done and fit_batch:
                     fit_batch = False
                     estimate = fit_plan(config, step=step, elapsed_s=clock() - started,
@@ -389,6 +415,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     if not main:
         return None
     session_step_s = clock() - session_start - sum(spent.values())
+    shape = config.small_budget_model  # set and matched: the budget chose it (an explicit shape turns it off)
+    fitted_shape = shape if shape and all(getattr(run_config.model, k) == v for k, v in shape.items()) else None
     final = weights()
     result = evaluate(final, data.test, data, device=device, breakdown=True)
     result["summary"].update({"steps": step, "epochs": round(stream.epochs, 3),
@@ -396,7 +424,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                               "stopped_early": stopped_early, "precision": precision,
                               "parameters": sum(p.numel() for p in model.parameters()),
                               "world_size": context.world_size, "average": config.average,
-                              "batch_tokens": stream.max_tokens,
+                              "batch_tokens": stream.max_tokens, "fitted_model": fitted_shape,
                               "padding": _padding(positions),
                               # inside the budget, outside the training steps: dev evaluations, checkpoints, the plan
                               "seconds_outside_steps": {name: round(value, 2) for name, value in spent.items()}})
