@@ -43,9 +43,11 @@ import time
 from pathlib import Path
 
 from attnlab.benchmarking import ScriptArgumentParser, environment, format_table, write_results
+from attnlab.training.config import SHAPE_FIELDS
 from attnlab.training.presets import default_model, default_train
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PREDATES = "(none: the run predates it)"  # a preset setting missing from an older run's config.json
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
@@ -81,14 +83,17 @@ def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict
     # settings that differ from the task's preset: a run with none is the default recipe
     preset_model = {**default_model(config["task"]), **(summary.get("fitted_model") or {})}  # a budget's choice
     changed = {**{k: v for k, v in preset_model.items() if config["model"].get(k) != v},
-               # a setting newer than the run is not counted as changed (the run predates it)
-               **{k: v for k, v in default_train(config["task"]).items() if config["train"].get(k, v) != v},
+               # a setting newer than the run counts as changed: the run may have trained otherwise
+               **{k: v for k, v in default_train(config["task"]).items() if config["train"].get(k, PREDATES) != v},
                **config.get("task_options", {})}
+    if any(name in SHAPE_FIELDS for name in changed) and config["train"].get("small_budget_model") is None:
+        changed.pop("small_budget_model", None)  # an explicit shape turns the budget's choice off: implied
     if (changed.get("precision") == "auto" and config["train"]["precision"] == "fp32"
             and summary.get("cpu", {}).get("torch_capability") in ("DEFAULT", "AVX2")):
         del changed["precision"]  # what auto resolves to under AVX2 kernels (bf16 would be emulated)
     row = {"run": run.name, "task": config["task"], "seed": config["train"]["seed"],
-           "changed": ", ".join(f"{k}={config['model'].get(k, config['train'].get(k, changed[k]))}"
+           "changed": ", ".join(f"{k}={config['model'].get(k, config['train'].get(k, PREDATES))}"
+                                if k not in config.get("task_options", {}) else f"{k}={changed[k]}"
                                 for k in changed) or "",
            "d_model": config["model"]["d_model"], "fitted_model": bool(summary.get("fitted_model")),
            "minutes": budget.get("minutes", config["train"]["max_minutes"]),

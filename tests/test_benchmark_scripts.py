@@ -139,8 +139,9 @@ def test_the_budget_benchmark_trains_the_plain_command_and_scores_greedy_beam_an
     _run("budget.py", ["--collect", str(run), "--out", str(tmp_path / "again")], data_root)
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["runs"][0]["bleu_unaveraged"] == 12.5 and again["runs"][0]["bleu_beam2-lp0.6"] == row["bleu_beam2-lp0.6"]
-    # the same run, as if trained with the preset's feed-forward width: now in the budget's median
+    # the same run, as if trained with the preset's feed-forward width (and so its small-budget rule on)
     config["model"]["d_ff"] = 1024
+    config["train"]["small_budget_model"] = {"d_model": 192, "d_ff": 768}
     (run / "config.json").write_text(json.dumps(config))
     _run("budget.py", ["--collect", str(run), "--out", str(tmp_path / "default")], data_root)
     default = json.loads((tmp_path / "default.json").read_text())

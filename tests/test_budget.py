@@ -285,20 +285,22 @@ class Killed(Exception):
 
 
 
-def killed_at_step_60(run_dir, fake_steps, monkeypatch, run=None):
-    """Start a budget run in ``run_dir`` on a fresh fake clock and kill it at step 60; return the real step."""
+def killed_at_step(run_dir, fake_steps, monkeypatch, run=None, at=60):
+    """Start a budget run in ``run_dir`` on a fresh fake clock and kill it at optimiser step ``at``
+    (counting every step the process took); return the real step."""
     counted_step = trainer.train_step
 
-    def dies_at_step_60(*args, **kwargs):
-        if fake_steps.steps == 59:
+    def dies(*args, **kwargs):
+        if fake_steps.steps == at - 1:
             raise Killed
         return counted_step(*args, **kwargs)
 
     fake_steps.now, fake_steps.steps = 0.0, 0
-    monkeypatch.setattr(trainer, "train_step", dies_at_step_60)
+    monkeypatch.setattr(trainer, "train_step", dies)
     with pytest.raises(Killed):
         train(run_dir, run or budget_run(), progress=False, clock=fake_steps)
     return counted_step
+
 
 def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_steps, monkeypatch):
     fitted = []
@@ -307,7 +309,7 @@ def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_st
     train(tmp_path / "full", budget_run(), progress=False, clock=fake_steps)
     assert len(fitted) == 1
 
-    counted_step = killed_at_step_60(tmp_path / "part", fake_steps, monkeypatch)
+    counted_step = killed_at_step(tmp_path / "part", fake_steps, monkeypatch)
     planned = json.loads((tmp_path / "part" / "config.json").read_text())["plan"]
     assert len(fitted) == 2 and planned["steps"] == 90  # the first session calibrated and stored its plan
 
@@ -331,7 +333,7 @@ def test_a_resumed_run_with_the_same_clock_ends_as_the_uninterrupted_one(tmp_pat
     import hashlib
 
     train(tmp_path / "full", budget_run(), progress=False, clock=fake_steps)
-    counted_step = killed_at_step_60(tmp_path / "part", fake_steps, monkeypatch)
+    counted_step = killed_at_step(tmp_path / "part", fake_steps, monkeypatch)
     monkeypatch.setattr(trainer, "train_step", counted_step)
     fake_steps.now = 0.0  # a new process: its clock starts anywhere; the checkpoint's 50 s are counted
     train(tmp_path / "part", budget_run(), resume=True, progress=False, clock=fake_steps)
@@ -353,17 +355,7 @@ def test_a_resumed_run_keeps_its_halved_batch_and_ends_as_the_uninterrupted_one(
     fake_steps.per_tokens = 128
     run = token_budget_run(checkpoint_every=10 if killed_at == 21 else 50)
     train(tmp_path / "full", run, progress=False, clock=fake_steps)
-    counted_step = trainer.train_step
-
-    def dies(*args, **kwargs):
-        if fake_steps.steps == killed_at - 1:
-            raise Killed
-        return counted_step(*args, **kwargs)
-
-    fake_steps.now, fake_steps.steps = 0.0, 0
-    monkeypatch.setattr(trainer, "train_step", dies)
-    with pytest.raises(Killed):
-        train(tmp_path / "part", run, progress=False, clock=fake_steps)
+    counted_step = killed_at_step(tmp_path / "part", fake_steps, monkeypatch, run, at=killed_at)
     state = json.loads(sorted((tmp_path / "part" / "checkpoints").glob("step-*/state.json"))[-1].read_text())
     assert state["batch_tokens"] == 64
     monkeypatch.setattr(trainer, "train_step", counted_step)
@@ -391,17 +383,7 @@ def test_a_resumed_run_keeps_the_small_budget_model_and_ends_as_the_uninterrupte
     fake_steps.per_width, fake_steps.step_s = 32, 2.5
     run = budget_run(small_budget_model=SMALL, checkpoint_every=10)
     train(tmp_path / "full", run, progress=False, clock=fake_steps)
-    counted_step = trainer.train_step
-
-    def dies(*args, **kwargs):
-        if fake_steps.steps == killed_at - 1:
-            raise Killed
-        return counted_step(*args, **kwargs)
-
-    fake_steps.now, fake_steps.steps = 0.0, 0
-    monkeypatch.setattr(trainer, "train_step", dies)
-    with pytest.raises(Killed):
-        train(tmp_path / "part", run, progress=False, clock=fake_steps)
+    counted_step = killed_at_step(tmp_path / "part", fake_steps, monkeypatch, run, at=killed_at)
     monkeypatch.setattr(trainer, "train_step", counted_step)
     fake_steps.now = 0.0
     resumed = train(tmp_path / "part", run, resume=True, progress=False, clock=fake_steps)  # the run as configured
