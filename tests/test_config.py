@@ -21,7 +21,8 @@ def _expected(task: str) -> RunConfig:
     """What the CLI built before RunConfig.for_task existed: the preset tables, vocabulary placeholders of 1."""
     model = {**presets._MODEL[_family(task)], **presets._TASK_MODEL.get(task, {})}
     return RunConfig(model=TransformerConfig(src_vocab_size=1, tgt_vocab_size=1, **model),
-                     train=TrainConfig(**presets._TRAIN[_family(task)]), task=task, task_options={},
+                     train=TrainConfig(**presets._TRAIN[_family(task)], **presets._TASK_TRAIN.get(task, {})),
+                     task=task, task_options={},
                      architecture="transformer")
 
 
