@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BudgetPlan", "Calibration", "fit_plan", "fitted_batch_tokens", "UtilisationMeter", "WARM_IN_STEPS",
            "CALIBRATION_STEPS", "RECALIBRATION_STEPS", "CALIBRATION_MAX_S", "EVAL_PROBE_EXAMPLES", "fitted_model",
-           "SMALL_MODEL_SHARE"]
+           "SMALL_MODEL_SHARE", "has_shape"]
 
 WARM_IN_STEPS = 3  # not timed: the first steps pay for allocations and thread start-up
 CALIBRATION_STEPS = 10  # timed steps after the warm-in ...
@@ -171,9 +171,14 @@ def fitted_model(config: "TrainConfig", model, budget_steps: int) -> dict | None
     shape = config.small_budget_model
     if not shape or budget_steps >= SMALL_MODEL_SHARE * config.steps:
         return None
-    if all(getattr(model, name) == value for name, value in shape.items()):
+    if has_shape(model, shape):
         return None
     return dict(shape)
+
+
+def has_shape(model, shape: dict) -> bool:
+    """Whether the TransformerConfig ``model`` has every setting of ``shape``."""
+    return all(getattr(model, name) == value for name, value in shape.items())
 
 
 def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds: float, eval_seconds: float = 0.0,

@@ -37,8 +37,8 @@ from ..data import PAD_ID, TaskData, make_batches
 from ..files import atomic_write_text
 from . import checkpoint, distributed
 from .averaging import AVERAGE_FILE, WeightAverage
-from .budget import (EVAL_PROBE_EXAMPLES, RECALIBRATION_STEPS, SMALL_MODEL_SHARE, BudgetPlan, Calibration, UtilisationMeter, fit_plan,
-                     fitted_batch_tokens, fitted_model)
+from .budget import (EVAL_PROBE_EXAMPLES, RECALIBRATION_STEPS, SMALL_MODEL_SHARE, BudgetPlan, Calibration,
+                     UtilisationMeter, fit_plan, fitted_batch_tokens, fitted_model, has_shape)
 from .config import RunConfig, TrainConfig
 from .evaluation import evaluate
 from .hardware import autocast, cpu_capability, keep_freed_memory, resolve_device, resolve_precision
@@ -220,9 +220,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         stored = read_config(run_dir).model  # a budget may have chosen the smaller shape before the stop
         if stored == replace(run_config.model, **config.small_budget_model):
             run_config = replace(run_config, model=stored)
-    model = build_model(run_config).to(device)
-    optimizer = make_optimizer(model, config, device)
-    average = WeightAverage(model, config.ema_decay) if config.average == "ema" else None
+    model, optimizer, average = _fresh_model(run_config, device, average=config.average == "ema")
 
     precision = resolve_precision(config.precision, device)
     step, epoch, batch_index, trained_s = 0, 0, 0, 0.0
@@ -359,9 +357,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                     if shape is not None:  # a new, smaller model from the seed: the steps so far are spent
                         run_config = replace(run_config, model=replace(run_config.model, **shape))
                         torch.manual_seed(config.seed)
-                        model = build_model(run_config).to(device)
-                        step_model, optimizer = model, make_optimizer(model, config, device)
-                        average = WeightAverage(model, config.ema_decay) if average is not None else None
+                        model, optimizer, average = _fresh_model(run_config, device, average=average is not None)
+                        step_model = model
                         if meter is not None:
                             meter = UtilisationMeter(run_config.model, precision, device, peak_gflops=meter.peak_gflops)
                         write_config(run_dir, run_config)
@@ -416,7 +413,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         return None
     session_step_s = clock() - session_start - sum(spent.values())
     shape = config.small_budget_model  # set and matched: the budget chose it (an explicit shape turns it off)
-    fitted_shape = shape if shape and all(getattr(run_config.model, k) == v for k, v in shape.items()) else None
+    fitted_shape = shape if shape and has_shape(run_config.model, shape) else None
     final = weights()
     result = evaluate(final, data.test, data, device=device, breakdown=True)
     result["summary"].update({"steps": step, "epochs": round(stream.epochs, 3),
@@ -436,6 +433,13 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     atomic_write_text(run_dir / "eval.json", json.dumps({**result["summary"], "by_length": result["by_length"],
                                                          "examples": result["examples"]}, indent=2))
     return result
+
+
+def _fresh_model(run_config: RunConfig, device: torch.device, *, average: bool):
+    """A model built from the global seed as it stands, its optimiser, and its weight average (or None)."""
+    model = build_model(run_config).to(device)
+    optimizer = make_optimizer(model, run_config.train, device)
+    return model, optimizer, WeightAverage(model, run_config.train.ema_decay) if average else None
 
 
 def _padding(positions: dict) -> float:
