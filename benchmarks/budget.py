@@ -4,6 +4,7 @@
     python benchmarks/budget.py --task multi30k --minutes 30 --seeds 0
     python benchmarks/budget.py --emulate-avx2 --minutes 15 --seeds 0      # an AVX2-only CPU, on a newer one
     python benchmarks/budget.py --emulate-avx2 --time-scale 0.47 --minutes 15 --train-args "--vocab-size 4000"
+    python benchmarks/budget.py --emulate-avx2 --match-tokens-per-s 1200 --minutes 30   # as issue 16's EPYC
     python benchmarks/budget.py --collect runs/a runs/b                    # tabulate finished runs only
 
 Each run is the plain command a user types (no tuned flags), one at a time, in its own process,
@@ -28,6 +29,14 @@ assumes the shapes compared keep their relative speed on both. ``--train-args`` 
 every run of a study (``"--vocab-size 4000 --d-model 192"``); runs with any setting that differs
 from the preset are named in the ``changed`` column and left out of the medians.
 
+``--match-tokens-per-s R`` measures S instead, before each run, on the machine as it is then (a
+shared machine's speed drifts by a fifth from one session to the next): a probe of
+``--probe-steps`` steps of ``--probe-task``'s preset (fra-eng, at its configured model, batch and
+precision; no time budget, stopped before any evaluation) gives this machine's target tokens/s T,
+and S = R / T, where R is the slower machine's rate on that step (1,200 for the AVX2-only EPYC of
+issue 16). The probe times fra-eng's step whatever task the runs train; each run records its
+probe and S (``RUN/budget.json``), and the table has them.
+
 Writes ``benchmarks/results/STEM.json`` and ``STEM.md`` (``--out``).
 """
 
@@ -36,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,6 +84,51 @@ def _tokens_per_s(run: Path) -> float | None:
     return round(statistics.median(rates), 1) if rates else None
 
 
+PROBE = """
+import json, sys
+from pathlib import Path
+from attnlab.training.config import RunConfig
+from attnlab.training.trainer import train
+
+task, seed, windows, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+rates = []
+
+class Enough(Exception):
+    pass
+
+def on_log(record):
+    if record.get("split") == "train" and "tokens_per_s" in record:
+        rates.append(record["tokens_per_s"])
+        if len(rates) > windows:
+            raise Enough
+
+try:
+    train(out, RunConfig.for_task(task, seed=seed, log_every=5), progress=False, on_log=on_log)
+except Enough:
+    pass
+print(json.dumps(rates[1:]))
+"""
+
+
+def probe_tokens_per_s(task: str, run: Path, seed: int, steps: int, env: dict) -> float:
+    """This machine's target tokens/s on the preset's step now (model, batch, precision as configured).
+
+    The preset run is started and stopped after ``steps`` steps past a first 5-step window (the
+    warm-in), before any evaluation; the median of its 5-step windows is the rate. Its folder is
+    removed afterwards.
+    """
+    print(f"$ probe: {steps} steps of the {task} preset", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE, task, str(seed), str(max(1, steps // 5)), str(run)],
+                              env={**os.environ, **env}, check=True, text=True, stdout=subprocess.PIPE)
+        rates = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+    if not rates:
+        raise SystemExit(f"error: the probe in {run} logged no throughput")
+    return round(statistics.median(rates), 1)
+
+
 def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict:
     """One finished run: what it planned, what it did, and what it scored."""
     config = json.loads((run / "config.json").read_text())
@@ -97,7 +152,8 @@ def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict
                                 for k in changed) or "",
            "d_model": config["model"]["d_model"], "fitted_model": bool(summary.get("fitted_model")),
            "minutes": budget.get("minutes", config["train"]["max_minutes"]),
-           "wall_budget_minutes": config["train"]["max_minutes"], "batch_tokens": summary.get("batch_tokens"),
+           "wall_budget_minutes": config["train"]["max_minutes"],
+           "probe_tokens_per_s": budget.get("probe_tokens_per_s"), "batch_tokens": summary.get("batch_tokens"),
            "planned_steps": plan.get("steps"), "warmup": plan.get("warmup"), "steps": summary["steps"],
            "epochs": summary["epochs"], "tokens_per_s": _tokens_per_s(run), "padding": summary.get("padding"),
            "outside_steps_s": round(sum(summary.get("seconds_outside_steps", {}).values()), 1),
@@ -126,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emulate-avx2", action="store_true", help="AVX2 kernels only, fp32 (see above)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="run each budget M as M·S minutes here, for a machine 1/S as fast (see above)")
+    parser.add_argument("--match-tokens-per-s", type=float, default=None, metavar="R",
+                        help="measure S before each run as R / this machine's tokens/s on the preset step")
+    parser.add_argument("--probe-task", default="fra-eng",
+                        help="whose preset step the probe times, the one R was measured on (default fra-eng)")
+    parser.add_argument("--probe-steps", type=int, default=30, help="steps of that probe (default 30)")
     parser.add_argument("--train-args", default="", help='more `attnlab train` options for every run, quoted')
     parser.add_argument("--tag", default="", help="added to each run's folder name (default: none)")
     parser.add_argument("--ema", action="store_true", help="train with --average ema too and score both weights")
@@ -137,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(m <= 0 for m in args.minutes) or args.beam < 1 or args.time_scale <= 0:
         parser.error("--minutes and --time-scale must be > 0 and --beam >= 1")
+    if args.match_tokens_per_s is not None and (args.match_tokens_per_s <= 0 or args.probe_steps < 5):
+        parser.error("--match-tokens-per-s must be > 0 and --probe-steps at least 5")
     env = dict(AVX2_ONLY) if args.emulate_avx2 else {}
     wall_start, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     runs = list(args.collect or [])
@@ -149,11 +212,17 @@ def main(argv: list[str] | None = None) -> int:
                 tag = f"-{args.tag}" if args.tag else ""
                 run = Path(args.runs_dir) / f"{args.task}-{minutes:g}min-seed{seed}{tag}"
                 flags = ["--average", "ema"] if args.ema else []
-                wall = round(minutes * args.time_scale, 3)
+                scale, probe = args.time_scale, None
+                if args.match_tokens_per_s is not None:
+                    probe = probe_tokens_per_s(args.probe_task, run.with_name(run.name + "-probe"), seed,
+                                               args.probe_steps, env)
+                    scale = round(args.match_tokens_per_s / probe, 4)
+                wall = round(minutes * scale, 3)
                 _attnlab(["train", "--task", args.task, "--max-minutes", f"{wall:g}", "--seed", str(seed),
                           *flags, *shlex.split(args.train_args), "--quiet", "--force", "--out", str(run)],
                          env, capture=True)
-                (run / "budget.json").write_text(json.dumps({"minutes": minutes, "time_scale": args.time_scale}))
+                (run / "budget.json").write_text(json.dumps({"minutes": minutes, "time_scale": scale,
+                                                                  "probe_tokens_per_s": probe}))
                 runs.append(run)
     rows = [summarise(run, beam=args.beam, length_penalty=args.length_penalty, env=env) for run in runs]
     medians = {}
@@ -161,17 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         scores = [row["bleu_default_recipe"] for row in rows if row["minutes"] == minutes and not row["changed"]]
         if scores:  # the default recipe's runs only
             medians[f"{minutes:g}"] = {"runs": len(scores), "median_bleu": round(statistics.median(scores), 2)}
-    results = {"task": args.task, "emulate_avx2": args.emulate_avx2, "time_scale": args.time_scale, "runs": rows, "median_bleu": medians,
+    results = {"task": args.task, "emulate_avx2": args.emulate_avx2, "time_scale": args.time_scale,
+               "match_tokens_per_s": args.match_tokens_per_s, "runs": rows, "median_bleu": medians,
                "wall_minutes": round((time.perf_counter() - wall_start) / 60, 2),
                "load_average": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
                "environment": environment()}
     env_info = results["environment"]
+    scale_text = (f"time scale: {args.time_scale:g}" if args.match_tokens_per_s is None else
+                  f"time scale: matched before each run to {args.match_tokens_per_s:g} target tokens/s (budget.json)")
     machine = env_info.get("cpu", {})
     text = "\n".join([f"# {args.task} within a time budget: the default recipe", "",
                       f"`{env_info['command']}` — {env_info['date']}, torch {env_info['torch']}, "
                       f"{env_info['cpu_count']} CPUs ({machine}), AVX2 emulated: {args.emulate_avx2}, "
-                      f"time scale: {args.time_scale:g}. "
-                      "Greedy decoding unless a beam column says otherwise, sacreBLEU.", "",
+                      f"{scale_text}. Greedy decoding unless a beam column says otherwise, sacreBLEU.", "",
                       format_table(rows, list(dict.fromkeys(key for row in rows for key in row))), "",
                       "Median BLEU per budget: " + ", ".join(f"{m} min: {v['median_bleu']} ({v['runs']} runs)"
                                                              for m, v in medians.items()), ""])

@@ -6,6 +6,7 @@ failed when they are absent in CI). The scripts find a corpus through ``ATTNLAB_
 """
 
 import gzip
+import importlib.util
 import json
 import os
 import subprocess
@@ -146,6 +147,47 @@ def test_the_budget_benchmark_trains_the_plain_command_and_scores_greedy_beam_an
     _run("budget.py", ["--collect", str(run), "--out", str(tmp_path / "default")], data_root)
     default = json.loads((tmp_path / "default.json").read_text())
     assert default["runs"][0]["changed"] == "" and default["median_bleu"] == {"1": {"runs": 1, "median_bleu": 12.5}}
+
+
+def _budget_script():
+    spec = importlib.util.spec_from_file_location("budget_script", ROOT / "benchmarks" / "budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_budget_benchmark_matches_each_run_to_a_slower_machine_by_a_probe(tmp_path, monkeypatch):
+    budget = _budget_script()
+    probes, trained = [], []
+    monkeypatch.setattr(budget, "probe_tokens_per_s",
+                        lambda task, run, seed, steps, env: probes.append((task, run.name, seed, steps, env)) or 4000.0)
+
+    def fake_train(args, env=None, capture=False):  # records the command; writes the run's folder
+        trained.append(args)
+        Path(args[args.index("--out") + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(budget, "_attnlab", fake_train)
+    monkeypatch.setattr(budget, "summarise", lambda run, **_: {"run": run.name, "minutes": 30.0, "changed": "",
+                                                               "bleu_default_recipe": 1.0})
+    runs = tmp_path / "runs"
+    assert budget.main(["--minutes", "30", "--seeds", "3", "--emulate-avx2", "--match-tokens-per-s", "1200",
+                        "--probe-steps", "20", "--runs-dir", str(runs), "--out", str(tmp_path / "out")]) == 0
+    # the probe ran first, with the run's seed and kernels; 1,200 / 4,000 tokens/s makes 30 minutes 9 here
+    assert probes == [("fra-eng", "fra-eng-30min-seed3-probe", 3, 20, budget.AVX2_ONLY)]
+    (args,) = trained
+    assert args[args.index("--max-minutes") + 1] == "9"
+    assert json.loads((runs / "fra-eng-30min-seed3" / "budget.json").read_text()) == {
+        "minutes": 30.0, "time_scale": 0.3, "probe_tokens_per_s": 4000.0}
+    with pytest.raises(SystemExit):
+        budget.main(["--match-tokens-per-s", "0", "--runs-dir", str(runs)])
+
+
+@pytest.mark.slow
+def test_the_budget_probe_measures_the_preset_step_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_DATA", str(write_tiny_corpora(tmp_path / "data")))
+    budget = _budget_script()
+    rate = budget.probe_tokens_per_s("fra-eng", tmp_path / "probe", 0, 10, {})
+    assert rate > 0 and not (tmp_path / "probe").exists()
 
 
 CORPUS_TESTS = [f"{test}[{source}]" for test in ("test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch",
