@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 import attnlab.training.trainer as trainer
 from attnlab.core.model import TransformerConfig
 from attnlab.training.budget import (BudgetPlan, Calibration, UtilisationMeter, fit_plan, fitted_batch_tokens,
-                                     fitted_model)
+                                     fitted_model, fitted_schedule, small_budget)
 from attnlab.training.config import RunConfig, TrainConfig
 from attnlab.training.schedule import learning_rate
 from attnlab.training.trainer import BatchStream, train
@@ -245,6 +246,9 @@ def test_the_fra_eng_preset_has_a_small_budget_model_that_an_explicit_shape_turn
     for bad in ({"dropout": 1}, {"d_model": 0}, {}, {"d_model": 1.5}):
         with pytest.raises(ValueError, match="small_budget_model must map"):
             TrainConfig(small_budget_model=bad)
+    # a shape that cannot be built (4 heads do not divide 190) is refused with the config, not mid-run
+    with pytest.raises(ValueError, match=r"small_budget_model \{'d_model': 190\}: d_model \(190\) must be divisible"):
+        RunConfig.for_task("fra-eng", small_budget_model={"d_model": 190})
 
 
 def test_a_budget_under_a_quarter_of_the_steps_trains_the_small_budget_model_timed_again(tmp_path, fake_steps,
@@ -372,6 +376,69 @@ def test_a_resumed_run_keeps_its_halved_batch_and_ends_as_the_uninterrupted_one(
         assert part == full and digest("part") == digest("full")
     else:  # resumed before the plan: the batch stays fitted, and only its timing is taken again
         assert part["batch_tokens"] == 64 and part["calibration_steps"] == 31  # 20 + 1 warm-in + 10 timed
+
+
+# --------------------------------------------------------------------------- a small budget's schedule
+
+
+def test_a_budget_under_a_quarter_of_the_steps_is_small_and_runs_the_small_budget_schedule():
+    config = TrainConfig(**CORPUS, small_budget_schedule="constant")
+    assert small_budget(config, 399) and not small_budget(config, 400)  # a quarter of 1,600
+    assert fitted_schedule(config, small=True) == "constant" and fitted_schedule(config, small=False) is None
+    assert fitted_schedule(TrainConfig(**CORPUS), small=True) is None  # none set: the configured schedule
+    assert fitted_schedule(TrainConfig(**{**CORPUS, "schedule": "constant"}, small_budget_schedule="constant"),
+                           small=True) is None  # already the configured one
+    with pytest.raises(ValueError, match="unknown small_budget_schedule 'flat'"):
+        TrainConfig(small_budget_schedule="flat")
+    assert RunConfig.for_task("fra-eng").train.small_budget_schedule == "constant"
+    assert RunConfig.for_task("multi30k").train.small_budget_schedule is None  # not measured there
+
+
+def test_a_plan_that_holds_the_peak_ramps_as_before_then_stays_at_the_peak_until_the_cooldown():
+    config = TrainConfig(**CORPUS, small_budget_schedule="constant")
+    noam = fit_plan(config, step=13, elapsed_s=42.9, step_seconds=3.3)
+    plan = replace(noam, schedule="constant")
+    assert plan.describe() == "plan: ≈ 545 steps of 4,096 tokens; warmup 68; peak 2e-3 held; cool-down from minute 24"
+    for step in (1, 13, 14, 40, 68):  # the calibration's ramp and the planned one are unchanged
+        assert learning_rate(config, step, 0.0, plan) == learning_rate(config, step, 0.0, noam)
+    for step in (69, 272, 500):  # then the peak, where noam decays (1e-3 at step 272)
+        assert learning_rate(config, step, 0.5, plan) == 2e-3
+    assert learning_rate(config, 500, 0.9, plan) == pytest.approx(2e-3 * 0.5)  # half-way through the cool-down
+    stored = RunConfig(model=TransformerConfig(**TINY_MODEL), train=config, task="copy", plan=plan).to_dict()
+    assert RunConfig.from_dict(stored).plan.schedule == "constant"
+    assert BudgetPlan.from_dict({k: v for k, v in noam.to_dict().items() if k != "schedule"}) == noam  # older plans
+
+
+# 400 steps configured: 90 s at 1 s a step buys ~90 (under a quarter); at 0.5 s ~180 (under half, not small)
+@pytest.mark.parametrize("step_s, schedule", [(1.0, "constant"), (0.5, None)])
+def test_the_trainer_holds_the_peak_only_for_a_small_budget(tmp_path, fake_steps, step_s, schedule):
+    fake_steps.step_s = step_s
+    train(tmp_path / "run", budget_run(steps=400, small_budget_schedule="constant"), progress=False, clock=fake_steps)
+    plan = RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text())).plan
+    assert plan.schedule == schedule
+    after_warmup = [r for r in _records(tmp_path / "run") if r["step"] > plan.warmup]
+    before_cooldown = [r["lr"] for r in after_warmup if r["step"] * step_s < 0.8 * 90]  # the clock's last fifth
+    assert before_cooldown and all(lr == 3e-3 if schedule else lr < 3e-3 for lr in before_cooldown)
+    assert after_warmup[-1]["lr"] < 3e-3 * 0.25  # the cool-down either way
+
+
+def test_the_first_estimate_decides_the_schedule_and_a_resumed_run_keeps_it(tmp_path, fake_steps, monkeypatch):
+    # 2 s a step at 128 tokens: 13 + floor(64 / 2) = 45 steps, a small budget, so batches of 32 tokens, which
+    # buy about 140 steps: not small by their own estimate, and the peak is held all the same
+    fake_steps.per_tokens, fake_steps.step_s = 128, 2.0
+    run = token_budget_run(checkpoint_every=10, small_budget_schedule="constant")
+    train(tmp_path / "full", run, progress=False, clock=fake_steps)
+    full = json.loads((tmp_path / "full" / "config.json").read_text())["plan"]
+    assert full["batch_tokens"] == 32 and full["schedule"] == "constant" and full["budget_steps"] >= 50
+    # killed in the calibration of the smaller batches (a checkpoint at step 20): the checkpoint keeps the decision
+    counted_step = killed_at_step(tmp_path / "part", fake_steps, monkeypatch, run, at=21)
+    state = json.loads(sorted((tmp_path / "part" / "checkpoints").glob("step-*/state.json"))[-1].read_text())
+    assert state["batch_tokens"] == 32 and state["small_budget"] is True
+    monkeypatch.setattr(trainer, "train_step", counted_step)
+    fake_steps.now = 0.0
+    train(tmp_path / "part", run, resume=True, progress=False, clock=fake_steps)
+    part = json.loads((tmp_path / "part" / "config.json").read_text())["plan"]
+    assert part["calibration_steps"] == 31 and part["schedule"] == "constant"  # timed again, decided once
 
 
 # killed at the small model's step 40, after the plan; at its step 12, in its calibration (a checkpoint at 10)

@@ -32,6 +32,14 @@ per token, so it wins only where the steps are too few for the larger one: on an
 won at 15 minutes (a quarter of the steps) and lost to smaller batches of the larger model at 30
 (half of them; docs/translation.md).
 
+**The schedule.** With ``small_budget_schedule`` set (the fra-eng preset: ``"constant"``), a small
+budget — its first estimate, of the configured model at the configured batch, under
+:data:`SMALL_BUDGET_SHARE` of the configured steps, the small model's case — runs that schedule
+after the planned warmup instead of the configured one (:func:`fitted_schedule`;
+``plan.schedule``): the peak is held until the cool-down, where noam would have fallen to a third
+of it by the end of the run. It is the first estimate's decision, so the smaller model and batches
+that follow keep it, and checkpoints record it (``small_budget`` in ``state.json``) for a resumed run.
+
     >>> plan = fit_plan(TrainConfig(steps=1600, warmup=200, lr=2e-3, cooldown=0.2, max_minutes=30, max_tokens=4096,
     ...                             eval_every=400, checkpoint_every=200), step=13, elapsed_s=42.9, step_seconds=3.3)
     >>> plan.describe()
@@ -57,14 +65,15 @@ if TYPE_CHECKING:
 
 __all__ = ["BudgetPlan", "Calibration", "fit_plan", "fitted_batch_tokens", "UtilisationMeter", "WARM_IN_STEPS",
            "CALIBRATION_STEPS", "RECALIBRATION_STEPS", "CALIBRATION_MAX_S", "EVAL_PROBE_EXAMPLES", "fitted_model",
-           "SMALL_MODEL_SHARE", "has_shape"]
+           "SMALL_BUDGET_SHARE", "has_shape", "small_budget", "fitted_schedule"]
 
 WARM_IN_STEPS = 3  # not timed: the first steps pay for allocations and thread start-up
 CALIBRATION_STEPS = 10  # timed steps after the warm-in ...
 CALIBRATION_MAX_S = 60.0  # ... or fewer, once they have taken this long
 RECALIBRATION_STEPS = 10  # timed steps (after one warm-in step) at a batch the plan changed
 EVAL_PROBE_EXAMPLES = 16  # dev sentences decoded to estimate what one dev evaluation costs
-SMALL_MODEL_SHARE = 0.25  # a budget buying fewer than this share of the configured steps trains small_budget_model
+SMALL_BUDGET_SHARE = 0.25  # a budget buying fewer than this share of the configured steps is small: it trains
+# small_budget_model with small_budget_schedule
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class BudgetPlan:
     max_minutes: float
     batch_tokens: int | None = None  # padded tokens per batch (max_tokens), or
     batch_sentences: int | None = None  # sentences per batch (batch_size)
+    schedule: str | None = None  # the schedule after the warmup, where a small budget changed it (else configured)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,7 +117,12 @@ class BudgetPlan:
             cooldown = f"cool-down from step {self.cooldown_from_step:,}"
         else:
             cooldown = f"cool-down from minute {self.cooldown_from_minute:g}"
-        return f"plan: {steps}; warmup {self.warmup:,}; peak {_short_float(self.peak_lr)}; {cooldown}"
+        peak = f"peak {_short_float(self.peak_lr)}"
+        if self.schedule == "constant":
+            peak += " held"
+        elif self.schedule is not None:
+            peak += f", then {self.schedule}"
+        return f"plan: {steps}; warmup {self.warmup:,}; {peak}; {cooldown}"
 
 
 def _short_float(value: float) -> str:
@@ -154,12 +169,37 @@ def fitted_batch_tokens(config: "TrainConfig", budget_steps: int) -> int | None:
     return tokens
 
 
+def small_budget(config: "TrainConfig", budget_steps: int) -> bool:
+    """Whether a budget that buys ``budget_steps`` of the configured model at the configured batch is
+    small: under :data:`SMALL_BUDGET_SHARE` of the configured steps (the small model's and the small
+    schedule's case).
+
+        >>> small_budget(TrainConfig(steps=1600), 399), small_budget(TrainConfig(steps=1600), 400)
+        (True, False)
+    """
+    return budget_steps < SMALL_BUDGET_SHARE * config.steps
+
+
+def fitted_schedule(config: "TrainConfig", small: bool) -> str | None:
+    """The schedule after the warmup for a budget that is ``small`` (:func:`small_budget`) or not.
+
+    ``config.small_budget_schedule`` for a small budget, where it is set and differs from the
+    configured schedule; otherwise None (the configured schedule).
+
+        >>> fitted_schedule(TrainConfig(schedule="noam", small_budget_schedule="constant"), small=True)
+        'constant'
+        >>> fitted_schedule(TrainConfig(schedule="noam", small_budget_schedule="constant"), small=False) is None
+        True
+    """
+    chosen = config.small_budget_schedule
+    return chosen if small and chosen is not None and chosen != config.schedule else None
+
+
 def fitted_model(config: "TrainConfig", model, budget_steps: int) -> dict | None:
     """The shape settings to train instead of ``model`` when the budget buys only ``budget_steps``, or None.
 
-    None unless ``config.small_budget_model`` is set, the budget buys fewer than
-    :data:`SMALL_MODEL_SHARE` of the configured steps, and ``model`` (a TransformerConfig) is not
-    already of that shape.
+    None unless ``config.small_budget_model`` is set, the budget is small (:func:`small_budget`), and
+    ``model`` (a TransformerConfig) is not already of that shape.
 
         >>> from attnlab.core.model import TransformerConfig
         >>> small = TrainConfig(steps=1600, small_budget_model={"d_model": 192, "d_ff": 768})
@@ -169,7 +209,7 @@ def fitted_model(config: "TrainConfig", model, budget_steps: int) -> dict | None
         True
     """
     shape = config.small_budget_model
-    if not shape or budget_steps >= SMALL_MODEL_SHARE * config.steps:
+    if not shape or not small_budget(config, budget_steps):
         return None
     if has_shape(model, shape):
         return None
@@ -187,7 +227,9 @@ def fit_plan(config: "TrainConfig", *, step: int, elapsed_s: float, step_seconds
 
     N is the largest step count whose steps, evaluations and checkpoints fit in the budget (see the
     module docstring); the warmup, peak and cool-down follow from N and the configuration.
-    ``batch_tokens`` is the batch ``step_seconds`` was timed at (default: ``max_tokens``).
+    ``batch_tokens`` is the batch ``step_seconds`` was timed at (default: ``max_tokens``). The
+    schedule after the warmup is the configured one; the trainer sets a small budget's
+    (:func:`fitted_schedule`).
 
         >>> fit_plan(TrainConfig(steps=1600, warmup=200, max_minutes=30), step=13, elapsed_s=42.9,
         ...          step_seconds=3.3).warmup

@@ -48,7 +48,9 @@ class TrainConfig:
     ``max_tokens`` (down to ``min_batch_tokens``) for more, smaller batches. With
     ``small_budget_model`` (shape settings such as ``{"d_model": 192, "d_ff": 768}``), a budget that
     buys fewer than a quarter of them first trains that smaller model instead, timed again, and the
-    batch is then fitted to it.
+    batch is then fitted to it. With ``small_budget_schedule`` (``"constant"``), such a small budget
+    (under a quarter) runs that schedule after its warmup instead of the configured one: the peak
+    held until the cool-down.
 
     ``average="ema"`` evaluates with, and saves as the run's weights, an exponential moving
     average of the weights (decay ``ema_decay``; :mod:`attnlab.training.averaging`). It is off in
@@ -64,6 +66,7 @@ class TrainConfig:
     max_tokens: int | None = None  # padded tokens per batch (corpora); overrides batch_size
     min_batch_tokens: int | None = None  # with max_minutes: a budget that buys few steps may halve the batch down to this
     small_budget_model: dict | None = None  # with max_minutes: the model shape to train when the budget buys few steps
+    small_budget_schedule: str | None = None  # with max_minutes: the schedule after a small budget's warmup
     lr: float = 1e-3  # peak learning rate
     schedule: str = "cosine"
     warmup: int = 200
@@ -105,6 +108,9 @@ class TrainConfig:
                     for name, value in shape.items()):
                 raise ValueError(f"small_budget_model must map some of {', '.join(SHAPE_FIELDS)} to positive "
                                  f"integers, got {shape!r}")
+        if self.small_budget_schedule is not None and self.small_budget_schedule not in SCHEDULES:
+            raise ValueError(f"unknown small_budget_schedule {self.small_budget_schedule!r}; allowed: "
+                             f"{', '.join(SCHEDULES)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.schedule not in SCHEDULES:
@@ -187,6 +193,11 @@ class RunConfig:
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown model {self.architecture!r}; allowed: {', '.join(ARCHITECTURES)}")
+        if self.train.small_budget_model:  # a shape that cannot be built fails here, not after the calibration
+            try:
+                replace(self.model, **self.train.small_budget_model)
+            except ValueError as error:
+                raise ValueError(f"small_budget_model {self.train.small_budget_model}: {error}") from None
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> "RunConfig":

@@ -20,7 +20,9 @@ from there, in a straight line to the peak at step W, so the rate never jumps:
 
     lr(s) = r_k + (peak − r_k) · (s − k) / (W − k)    for k < s ≤ W
 
-after which the schedule continues with W as its warmup.
+after which the schedule continues with W as its warmup — the configured schedule, or the plan's
+own where a small budget chose one (``plan.schedule``: ``constant`` holds the peak until the
+cool-down).
 
     >>> learning_rate(TrainConfig(steps=1000, lr=1e-3, schedule="noam", warmup=100), 400)
     0.0005
@@ -49,10 +51,11 @@ def learning_rate(config: "TrainConfig", step: int, used: float | None = None,
     matters with ``cooldown`` > 0: once ``used`` passes ``1 - cooldown`` the
     rate is scaled by ``(1 - used) / cooldown``, reaching zero at the end.
     ``plan`` (a time budget's, see the module docstring) sets the warmup and the peak after
-    its calibration steps; without it, or when it changes neither, the rate is the configured one.
+    its calibration steps (and the schedule after the warmup, where it names one); without it, or
+    when it changes none of these, the rate is the configured one.
     """
-    if plan is not None and step > plan.calibration_steps and (plan.warmup, plan.peak_lr) != (config.warmup,
-                                                                                                 config.lr):
+    if plan is not None and step > plan.calibration_steps and (
+            (plan.warmup, plan.peak_lr) != (config.warmup, config.lr) or plan.schedule not in (None, config.schedule)):
         rate = _planned_rate(config, step, plan)
     else:
         rate = _configured_rate(config, step)
@@ -80,9 +83,10 @@ def _planned_rate(config: "TrainConfig", step: int, plan: "BudgetPlan") -> float
     if step <= warmup:
         reached = config.lr * min(calibrated / max(config.warmup, 1), 1.0)  # r_k: where the calibration left off
         return reached + (peak - reached) * (step - calibrated) / max(warmup - calibrated, 1)
-    if config.schedule == "noam":
+    schedule = plan.schedule or config.schedule  # a small budget's schedule, or the configured one
+    if schedule == "noam":
         return peak * math.sqrt(warmup / step)
-    if config.schedule == "constant":
+    if schedule == "constant":
         return peak
     progress = (step - warmup) / max(1, config.steps - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))

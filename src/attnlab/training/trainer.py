@@ -37,8 +37,9 @@ from ..data import PAD_ID, TaskData, make_batches
 from ..files import atomic_write_text
 from . import checkpoint, distributed
 from .averaging import AVERAGE_FILE, WeightAverage
-from .budget import (EVAL_PROBE_EXAMPLES, RECALIBRATION_STEPS, SMALL_MODEL_SHARE, BudgetPlan, Calibration,
-                     UtilisationMeter, fit_plan, fitted_batch_tokens, fitted_model, has_shape)
+from .budget import (EVAL_PROBE_EXAMPLES, RECALIBRATION_STEPS, SMALL_BUDGET_SHARE, BudgetPlan, Calibration,
+                     UtilisationMeter, fit_plan, fitted_batch_tokens, fitted_model, fitted_schedule, has_shape,
+                     small_budget)
 from .config import RunConfig, TrainConfig
 from .evaluation import evaluate
 from .hardware import autocast, cpu_capability, keep_freed_memory, resolve_device, resolve_precision
@@ -226,6 +227,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     step, epoch, batch_index, trained_s = 0, 0, 0, 0.0
     batch_tokens = config.max_tokens  # what the stream batches by: a plan may have halved it
     positions = {"padded": 0, "real": 0}  # source + target positions of every batch so far, and the non-pad ones
+    small = None  # whether the budget is small (budget.small_budget): the first estimate decides; checkpoints keep it
     if resume:  # every rank reads the checkpoint (a shared file system across nodes)
         state = checkpoint.load_checkpoint(run_dir, model, optimizer,
                                            extra_tensors=(AVERAGE_FILE,) if average is not None else ())
@@ -233,6 +235,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         trained_s = state.get("train_seconds", 0.0)  # a time budget counts the sessions before this one
         batch_tokens = state.get("batch_tokens", batch_tokens)
         positions = {"padded": state.get("padded_positions", 0), "real": state.get("real_positions", 0)}
+        small = state.get("small_budget")
         if average is not None:
             average.load_state_dict(state["tensors"][AVERAGE_FILE])
         if run_config.plan is None:
@@ -272,7 +275,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
         checkpoint.save_checkpoint(run_dir, at_step, model, optimizer,
                                    {"epoch": stream.epoch, "batch_index": stream.index, "train_seconds": seconds,
                                     "padded_positions": positions["padded"], "real_positions": positions["real"],
-                                    **({"batch_tokens": stream.max_tokens} if stream.max_tokens else {})},
+                                    **({"batch_tokens": stream.max_tokens} if stream.max_tokens else {}),
+                                    **({"small_budget": small} if small is not None else {})},
                                    extra_tensors=None if average is None else {AVERAGE_FILE: average.state_dict()},
                                    run_weights=None if average is None else weights())
         return clock() - began
@@ -353,6 +357,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                     fit_shape = False
                     estimate = fit_plan(config, step=step, elapsed_s=clock() - started,
                                         step_seconds=max(calibration.step_seconds, 1e-9))
+                    small = small_budget(config, estimate.budget_steps)  # the first estimate: a fresh run's
                     shape = fitted_model(config, run_config.model, estimate.budget_steps)
                     if shape is not None:  # a new, smaller model from the seed: the steps so far are spent
                         run_config = replace(run_config, model=replace(run_config.model, **shape))
@@ -365,12 +370,13 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                         log = _MetricsLog(run_dir / "metrics.jsonl", 0)  # the log is the trained model's alone
                         window_flops, step, calibration, done = 0.0, 0, Calibration(), False
                         bar.message(f"budget: ≈ {estimate.budget_steps:,} steps of the configured model, under "
-                                    f"{SMALL_MODEL_SHARE:.0%} of the {config.steps:,} configured: training "
+                                    f"{SMALL_BUDGET_SHARE:.0%} of the {config.steps:,} configured: training "
                                     + ", ".join(f"{name} {value}" for name, value in shape.items()) + " instead")
                 if done and fit_batch:
                     fit_batch = False
                     estimate = fit_plan(config, step=step, elapsed_s=clock() - started,
                                         step_seconds=max(calibration.step_seconds, 1e-9))
+                    small = small_budget(config, estimate.budget_steps) if small is None else small
                     tokens = fitted_batch_tokens(config, estimate.budget_steps)
                     if tokens != stream.max_tokens:
                         stream = stream.rebatched(tokens)
@@ -382,7 +388,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                     plan = _make_plan(config, calibration, step, clock, started=started, dev=data.dev,
                                       evaluate_dev=lambda examples: evaluate(weights(), examples, data, device=device,
                                                                              breakdown=False),
-                                      save=lambda: save(step, clock() - started), batch_tokens=stream.max_tokens)
+                                      save=lambda: save(step, clock() - started), batch_tokens=stream.max_tokens,
+                                      small=small)
                     planned_at = step  # _make_plan saved this step's checkpoint
                     model.train()
                     run_config = replace(run_config, plan=plan)
@@ -449,9 +456,12 @@ def _padding(positions: dict) -> float:
 
 def _make_plan(config: TrainConfig, calibration: Calibration, step: int, clock: Callable[[], float], *,
                started: float, dev: list, evaluate_dev: Callable[[list], object],
-               save: Callable[[], float], batch_tokens: int | None = None) -> BudgetPlan:
+               save: Callable[[], float], batch_tokens: int | None = None, small: bool | None = None) -> BudgetPlan:
     """The plan after the calibration's last step: time a dev evaluation (scaled up from a probe of
-    :data:`EVAL_PROBE_EXAMPLES` sentences) and a checkpoint (saved at this step), then :func:`fit_plan`."""
+    :data:`EVAL_PROBE_EXAMPLES` sentences) and a checkpoint (saved at this step), then :func:`fit_plan`.
+
+    ``small``: whether an earlier estimate (of the configured model and batch) found a small budget;
+    None: this calibration is the first, and its plan decides."""
     eval_s = 0.0
     if dev:
         probe = dev[: min(EVAL_PROBE_EXAMPLES, config.eval_examples)]
@@ -459,5 +469,7 @@ def _make_plan(config: TrainConfig, calibration: Calibration, step: int, clock: 
         evaluate_dev(probe)
         eval_s = (clock() - began) * min(config.eval_examples, len(dev)) / len(probe)
     checkpoint_s = save()
-    return fit_plan(config, step=step, elapsed_s=clock() - started, step_seconds=max(calibration.step_seconds, 1e-9),
+    plan = fit_plan(config, step=step, elapsed_s=clock() - started, step_seconds=max(calibration.step_seconds, 1e-9),
                     eval_seconds=eval_s, checkpoint_seconds=checkpoint_s, batch_tokens=batch_tokens)
+    schedule = fitted_schedule(config, small_budget(config, plan.budget_steps) if small is None else small)
+    return plan if schedule is None else replace(plan, schedule=schedule)
