@@ -146,10 +146,13 @@ def summarise(run: Path, *, beam: int, length_penalty: float, env: dict) -> dict
     if (changed.get("precision") == "auto" and config["train"]["precision"] == "fp32"
             and summary.get("cpu", {}).get("torch_capability") in ("DEFAULT", "AVX2")):
         del changed["precision"]  # what auto resolves to under AVX2 kernels (bf16 would be emulated)
+    options = config.get("task_options", {})
+    shown = {k: changed[k] if k in options else config["model"].get(k, config["train"].get(k, PREDATES))
+             for k in changed}
+    if budget.get("study"):  # what the run tried that its settings do not show (e.g. code since changed)
+        shown["study"] = budget["study"]
     row = {"run": run.name, "task": config["task"], "seed": config["train"]["seed"],
-           "changed": ", ".join(f"{k}={config['model'].get(k, config['train'].get(k, PREDATES))}"
-                                if k not in config.get("task_options", {}) else f"{k}={changed[k]}"
-                                for k in changed) or "",
+           "changed": ", ".join(f"{k}={v}" for k, v in shown.items()),
            "d_model": config["model"]["d_model"], "fitted_model": bool(summary.get("fitted_model")),
            "minutes": budget.get("minutes", config["train"]["max_minutes"]),
            "wall_budget_minutes": config["train"]["max_minutes"],
@@ -188,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="whose preset step the probe times, the one R was measured on (default fra-eng)")
     parser.add_argument("--probe-steps", type=int, default=30, help="steps of that probe (default 30)")
     parser.add_argument("--train-args", default="", help='more `attnlab train` options for every run, quoted')
+    parser.add_argument("--study", default="",
+                        help="what the runs try beyond their settings (RUN/budget.json); such runs are not the default "
+                             "recipe")
     parser.add_argument("--tag", default="", help="added to each run's folder name (default: none)")
     parser.add_argument("--ema", action="store_true", help="train with --average ema too and score both weights")
     parser.add_argument("--beam", type=int, default=1, help="also score with beam search of this size")
@@ -222,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                           *flags, *shlex.split(args.train_args), "--quiet", "--force", "--out", str(run)],
                          env, capture=True)
                 (run / "budget.json").write_text(json.dumps({"minutes": minutes, "time_scale": scale,
-                                                                  "probe_tokens_per_s": probe}))
+                                                                  "probe_tokens_per_s": probe,
+                                                                  **({"study": args.study} if args.study else {})}))
                 runs.append(run)
     rows = [summarise(run, beam=args.beam, length_penalty=args.length_penalty, env=env) for run in runs]
     medians = {}
