@@ -147,6 +147,11 @@ def test_the_budget_benchmark_trains_the_plain_command_and_scores_greedy_beam_an
     _run("budget.py", ["--collect", str(run), "--out", str(tmp_path / "default")], data_root)
     default = json.loads((tmp_path / "default.json").read_text())
     assert default["runs"][0]["changed"] == "" and default["median_bleu"] == {"1": {"runs": 1, "median_bleu": 12.5}}
+    # a study named in budget.json (--study) is not the default recipe, whatever its settings
+    (run / "budget.json").write_text(json.dumps({**json.loads((run / "budget.json").read_text()), "study": "x y"}))
+    _run("budget.py", ["--collect", str(run), "--out", str(tmp_path / "study")], data_root)
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert study["runs"][0]["changed"] == "study=x y" and study["median_bleu"] == {}
 
 
 def _budget_script():
@@ -171,13 +176,14 @@ def test_the_budget_benchmark_matches_each_run_to_a_slower_machine_by_a_probe(tm
                                                                "bleu_default_recipe": 1.0})
     runs = tmp_path / "runs"
     assert budget.main(["--minutes", "30", "--seeds", "3", "--emulate-avx2", "--match-tokens-per-s", "1200",
-                        "--probe-steps", "20", "--runs-dir", str(runs), "--out", str(tmp_path / "out")]) == 0
+                        "--probe-steps", "20", "--study", "a try", "--runs-dir", str(runs),
+                        "--out", str(tmp_path / "out")]) == 0
     # the probe ran first, with the run's seed and kernels; 1,200 / 4,000 tokens/s makes 30 minutes 9 here
     assert probes == [("fra-eng", "fra-eng-30min-seed3-probe", 3, 20, budget.AVX2_ONLY)]
     (args,) = trained
     assert args[args.index("--max-minutes") + 1] == "9"
     assert json.loads((runs / "fra-eng-30min-seed3" / "budget.json").read_text()) == {
-        "minutes": 30.0, "time_scale": 0.3, "probe_tokens_per_s": 4000.0}
+        "minutes": 30.0, "time_scale": 0.3, "probe_tokens_per_s": 4000.0, "study": "a try"}
     with pytest.raises(SystemExit):
         budget.main(["--match-tokens-per-s", "0", "--runs-dir", str(runs)])
 
