@@ -161,7 +161,7 @@ def _budget_script():
     return module
 
 
-def test_the_budget_benchmark_matches_each_run_to_a_slower_machine_by_a_probe(tmp_path, monkeypatch):
+def test_the_budget_benchmark_matches_each_run_to_a_slower_machine_by_a_probe(tmp_path, monkeypatch, capsys):
     budget = _budget_script()
     probes, trained = [], []
     monkeypatch.setattr(budget, "probe_tokens_per_s",
@@ -184,8 +184,11 @@ def test_the_budget_benchmark_matches_each_run_to_a_slower_machine_by_a_probe(tm
     assert args[args.index("--max-minutes") + 1] == "9"
     assert json.loads((runs / "fra-eng-30min-seed3" / "budget.json").read_text()) == {
         "minutes": 30.0, "time_scale": 0.3, "probe_tokens_per_s": 4000.0, "study": "a try"}
-    with pytest.raises(SystemExit):
-        budget.main(["--match-tokens-per-s", "0", "--runs-dir", str(runs)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # a bad rate: one message, exit 2, nothing run or written
+        budget.main(["--match-tokens-per-s", "0", "--runs-dir", str(tmp_path / "none")])
+    assert refused.value.code == 2 and "--match-tokens-per-s must be > 0" in capsys.readouterr().err
+    assert len(probes) == len(trained) == 1 and not (tmp_path / "none").exists()
 
 
 @pytest.mark.slow

@@ -88,6 +88,18 @@ def test_toml_with_unknown_keys_is_rejected(capsys, tmp_path):
                     "unknown keys ['learning_rate']", watch=[tmp_path])
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("small_budget_model = { d_model = 190 }", "small_budget_model {'d_model': 190}: d_model (190) must be divisible"),
+    ('small_budget_schedule = "flat"', "unknown small_budget_schedule 'flat'; allowed: noam, cosine, constant"),
+])
+def test_a_small_budget_setting_that_cannot_be_trained_is_refused_before_anything_is_written(capsys, tmp_path,
+                                                                                              setting, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(f'task = "copy"\n{setting}\n')
+    check_bad_input(lambda: status_and_stderr(capsys, "train", "--config", config, "--max-minutes", "1",
+                                              "--out", tmp_path / "run"), message, watch=[tmp_path])
+
+
 def test_existing_run_is_never_overwritten_without_resume_or_force(capsys, reverse_run):
     check_bad_input(lambda: status_and_stderr(capsys, "train", "--task", "copy", "--out", reverse_run, "--quiet"),
                     "already exists; pass --resume", watch=[reverse_run])
