@@ -191,6 +191,20 @@ def test_a_timed_run_makes_the_plan_its_budget_buys_and_follows_it(tmp_path, fak
     assert lr[80] == pytest.approx(3e-3 * math.sqrt(45 / 80) * (1 - 79 / 90) / 0.2)  # the clock's cool-down
 
 
+def test_the_minutes_a_run_reports_end_with_its_budget_not_with_the_test_evaluation(tmp_path, fake_steps,
+                                                                                     monkeypatch):
+    plain_evaluate = trainer.evaluate
+
+    def slow_test_evaluation(*args, breakdown, **kwargs):
+        if breakdown:  # the held-out test split, after the last step: 10 minutes on this clock
+            fake_steps.now += 600
+        return plain_evaluate(*args, breakdown=breakdown, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", slow_test_evaluation)
+    summary = train(tmp_path / "run", budget_run(), progress=False, clock=fake_steps)["summary"]
+    assert summary["steps"] == 91 and summary["train_minutes"] == pytest.approx(91 / 60, abs=1e-3)
+
+
 def token_budget_run(**overrides):
     """budget_run with 128-token batches that a budget may halve down to 32."""
     return budget_run(batch_size=None, max_tokens=128, min_batch_tokens=32, **overrides)

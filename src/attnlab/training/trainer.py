@@ -421,10 +421,11 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     session_step_s = clock() - session_start - sum(spent.values())
     shape = config.small_budget_model  # set and matched: the budget chose it (an explicit shape turns it off)
     fitted_shape = shape if shape and has_shape(run_config.model, shape) else None
+    train_minutes = round((clock() - started) / 60, 3)  # the budget's clock, before the test evaluation
     final = weights()
     result = evaluate(final, data.test, data, device=device, breakdown=True)
     result["summary"].update({"steps": step, "epochs": round(stream.epochs, 3),
-                              "train_minutes": round((clock() - started) / 60, 3),
+                              "train_minutes": train_minutes,
                               "stopped_early": stopped_early, "precision": precision,
                               "parameters": sum(p.numel() for p in model.parameters()),
                               "world_size": context.world_size, "average": config.average,
