@@ -80,19 +80,26 @@ def _read_from(results: dict, data_root: Path) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source", SOURCES)
-def test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch(tmp_path, source):
+def test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_run(tmp_path, source):
     data_root = _data_root(source, "fra-eng/fra.txt", tmp_path)
     extra = GENERATED_ARGS if source == "generated" else ["--max-pairs", "2000"]
-    _run("fra_eng.py", ["--quick", "--threads", "1", *extra, "--out", str(tmp_path / "fra")], data_root)
+    _run("fra_eng.py", ["--quick", "--threads", "1", *extra, "--seed", "1", "--runs-dir", str(tmp_path / "runs"),
+                        "--out", str(tmp_path / "fra")], data_root)
     results = json.loads((tmp_path / "fra.json").read_text())
     assert _read_from(results, data_root)
     models = results["models"]
     assert set(models) == {"attnlab", "torch.nn baseline"}
-    attnlab = models["attnlab"]
-    # attnlab's short-budget score comes from a branch cooled down to zero at the short budget
-    assert attnlab["snapshot"]["budget_minutes"] == results["config"]["short_minutes"]
-    assert attnlab["snapshot"]["steps"] <= attnlab["steps"]
-    assert attnlab["precision"] in ("fp32", "bf16") and models["torch.nn baseline"]["precision"] == "fp32"
+    attnlab, baseline = models["attnlab"], models["torch.nn baseline"]
+    short, full = results["config"]["short_minutes"], results["config"]["minutes"]
+    # attnlab's side is the plain command: a run directory per budget, written by the trainer
+    for minutes, entry in ((full, attnlab), (short, attnlab["snapshot"])):
+        run = tmp_path / "runs" / f"fra-eng-{minutes:g}min-seed1"
+        config, scores = json.loads((run / "config.json").read_text()), json.loads((run / "eval.json").read_text())
+        assert config["train"]["max_minutes"] == minutes and config["train"]["seed"] == 1
+        assert config["task"] == "fra-eng" and entry["bleu"] == scores["bleu"] and entry["steps"] == scores["steps"]
+    assert attnlab["snapshot"]["budget_minutes"] == short and baseline["snapshot"]["budget_minutes"] == short
+    assert baseline["snapshot"]["steps"] <= baseline["steps"]
+    assert attnlab["precision"] in ("fp32", "bf16") and baseline["precision"] == "fp32"
     for entry in models.values():
         assert 0.0 <= entry["final"]["bleu"] <= 100.0 and entry["steps"] > 0
     rows = [line.split("|")[1].strip() for line in (tmp_path / "fra.md").read_text().splitlines() if line.startswith("|")]
@@ -199,7 +206,7 @@ def test_the_budget_probe_measures_the_preset_step_and_leaves_nothing(tmp_path, 
     assert rate > 0 and not (tmp_path / "probe").exists()
 
 
-CORPUS_TESTS = [f"{test}[{source}]" for test in ("test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_branch",
+CORPUS_TESTS = [f"{test}[{source}]" for test in ("test_fra_eng_benchmark_quick_scores_both_models_and_a_short_budget_run",
                                                   "test_multi30k_benchmark_quick_writes_its_results")
                 for source in SOURCES]
 

@@ -534,3 +534,42 @@ def test_the_bench_step_reports_achieved_gflops_and_mfu_against_the_hardware_lim
             assert row[f"{name}_gflops_per_s"] == pytest.approx(achieved)
             assert row[f"{name}_mfu"] == pytest.approx(achieved / 40.0)  # emulated bf16 too: against fp32's rate
         assert row["mfu_against"] == "fp32" and row["matmul_gflops"] == 40.0
+
+
+# --------------------------------------------------------------------------- a run beside another model
+
+
+class ModelBeside:
+    """A stand-in for the baseline a benchmark trains beside a run: each of its steps takes 5 fake seconds."""
+
+    def __init__(self, clock):
+        self.clock, self.name, self.step, self.clock_s, self.tokens, self.log = clock, "beside", 0, 0.0, 0, []
+        self.done = False
+
+    def train_step(self):
+        self.clock.now += 5.0
+        self.step += 1
+
+
+def test_a_run_trained_beside_another_model_spends_its_budget_on_its_own_steps(tmp_path, fake_steps):
+    from attnlab.benchmarking import attnlab_run
+
+    result = train(tmp_path / "alone", budget_run(), progress=False, clock=fake_steps)
+    alone, alone_examples = result["summary"], result["examples"][:5]
+    fake_steps.now, beside = 0.0, ModelBeside(fake_steps)
+    summary = attnlab_run(budget_run(), None, tmp_path / "beside", beside=[beside], wall=fake_steps)
+    # one step beside it after each of its steps; its 90 s are its own (6 s per pair would give 15 steps)
+    assert summary["steps"] == alone["steps"] == beside.step > 15
+    assert summary["plan"] == alone["plan"] and summary["train_minutes"] == alone["train_minutes"]
+    assert summary["final"]["loss"] == alone["loss"] and summary["final"]["examples"] == alone_examples
+    config = json.loads((tmp_path / "beside" / "config.json").read_text())
+    assert config["plan"] == alone["plan"]
+
+
+def test_a_short_budget_score_on_the_way_is_refused_for_a_schedule_that_cools_down():
+    from attnlab.benchmarking import Contender, run_interleaved
+
+    cooling = Contender("cooling", None, None, TrainConfig(cooldown=0.2), None, budget_s=60.0)
+    with pytest.raises(ValueError, match="cools down at the end of its budget"):
+        run_interleaved([cooling], None, [], 0.5)
+    assert cooling.step == 0  # refused before any step

@@ -24,7 +24,7 @@ from .timing import (BenchResult, Timing, compare, environment, format_table, me
                      python_peak_mib, ratio, set_threads, synchronized, time_once, write_json)
 from .training import (TRAIN_STEP_CANDIDATES, TorchSeq2Seq, attnlab_train_step, compile_benchmark, matmul_gflops,
                        model_flops_per_step, random_batch, train_step_benchmark)
-from .translation import (BASELINE_MODEL, Contender, attnlab_contender, baseline_contender, d2l_setting,
+from .translation import (BASELINE_MODEL, Contender, attnlab_run, baseline_contender, d2l_setting,
                           run_interleaved, translation_score)
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
     "Contender",
     "translation_score",
     "run_interleaved",
-    "attnlab_contender",
+    "attnlab_run",
     "baseline_contender",
     "d2l_setting",
 ]

@@ -1,28 +1,35 @@
 """Translation trainings side by side, each on its own clock: what ``benchmarks/fra_eng.py`` and
 ``benchmarks/multi30k.py`` run.
 
-A :class:`Contender` is one model being trained with the trainer's own pieces (``BatchStream``,
-``learning_rate``, ``train_step``). :func:`run_interleaved` steps every contender in turn, one step
-each, until each has spent its budget of its *own* measured step time, so that a load change on a
-shared machine hits all of them alike. Its learning rate at step s is
+attnlab's side is the plain command itself: :func:`attnlab_run` calls the trainer
+(:func:`attnlab.training.trainer.train`) on ``RunConfig.for_task(task, max_minutes=M)``, so its
+calibration, the plan fitted to the budget (model, batch, warmup, schedule, cool-down), its dev
+evaluations and checkpoints and its stop are those of ``attnlab train --task TASK --max-minutes M``.
+A :class:`Contender` (the torch.nn baseline) is a model stepped with the trainer's own pieces
+(``BatchStream``, ``learning_rate``, ``train_step``) on a clock of its own step time. Given
+contenders to train beside it, :func:`attnlab_run` steps each of them once after each of its own
+steps, and its clock is wall time less the time they took, so a load change on a shared machine
+hits both alike and each spends its budget of its own time. :func:`run_interleaved` steps
+contenders in turn on their own (the rest of a baseline's budget).
 
-    lr = learning_rate(config, s, used),   used = own step time so far / budget
+A short budget: the baseline's schedule does not depend on its budget, so it is scored when its
+clock passes the short budget (what a run given that budget would be); attnlab's plan does, so its
+short budget is a run of its own.
 
-so a cool-down ends exactly when the budget does. A short budget is scored honestly: a contender
-with a cool-down forks a copy at ``(1 - cooldown) × short budget`` that cools down to zero at the
-short budget (everything before the cool-down does not depend on the budget), one without is
-scored when its clock passes the short budget.
-
-    >>> attnlab = attnlab_contender(data, 60 * 15, max_tokens=4096, task="fra-eng")
-    >>> run_interleaved([attnlab, baseline_contender(data, 60 * 15, max_tokens=4096)], data, data.test, 5.0)
+    >>> baseline = baseline_contender(data, 60 * 30, max_tokens=4096)
+    >>> short = attnlab_run(RunConfig.for_task("fra-eng", max_minutes=15), data, runs / "15", beside=[baseline],
+    ...                     test=data.test, snapshot_minutes=15)
+    >>> run_interleaved([baseline], data, data.test, 15)   # the baseline's remaining minutes
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -30,12 +37,11 @@ from torch import nn
 from ..core.model import Transformer, TransformerConfig
 from ..training.config import RunConfig, TrainConfig
 from ..training.evaluation import evaluate
-from ..training.hardware import resolve_precision
 from ..training.schedule import learning_rate
-from ..training.trainer import BatchStream, make_optimizer, train_step
+from ..training.trainer import BatchStream, train, train_step
 from .training import TorchSeq2Seq
 
-__all__ = ["Contender", "translation_score", "run_interleaved", "attnlab_contender", "baseline_contender", "BASELINE_MODEL",
+__all__ = ["Contender", "translation_score", "run_interleaved", "attnlab_run", "baseline_contender", "BASELINE_MODEL",
            "d2l_setting"]
 
 BASELINE_MODEL = dict(d_model=256, num_heads=4, num_encoder_layers=3, num_decoder_layers=3, d_ff=1024, dropout=0.1,
@@ -48,7 +54,9 @@ class Contender:
     """One model being trained with attnlab's trainer pieces, on its own clock.
 
     Its learning rate comes from :func:`attnlab.training.schedule.learning_rate` with the budget
-    used measured by its own clock, so a cool-down ends exactly when its budget does.
+    used measured by its own clock. A short-budget score taken on the way (``snapshot``) is
+    what a run given that budget gives only for a schedule that does not depend on the budget
+    (no cool-down), so :func:`run_interleaved` refuses one with a cool-down.
     """
 
     name: str
@@ -62,7 +70,6 @@ class Contender:
     tokens: int = 0
     log: list = field(default_factory=list)
     snapshot: dict | None = None
-    parent: "Contender | None" = None  # a cool-down branch knows the run it was forked from
 
     @property
     def done(self) -> bool:
@@ -83,20 +90,9 @@ class Contender:
             self.log.append({"step": self.step, "minutes": round(self.clock_s / 60, 3), "loss": round(loss.item(), 4),
                              "lr": lr, "epoch": round(self.stream.epochs, 3)})
 
-    def fork(self, name: str, budget_s: float) -> "Contender":
-        """A copy (weights, optimiser state, data position, clock) that spends a shorter budget.
-
-        With a cool-down schedule the first ``1 - cooldown`` of a run does not depend on its
-        budget, so a copy forked at ``(1 - cooldown) × budget_s`` and cooled down from there is
-        exactly the run that a ``budget_s`` budget would have given.
-        """
-        model, optimizer = copy.deepcopy((self.model, self.optimizer))  # one memo: the copy's optimiser holds the copy's weights
-        return Contender(name, model, optimizer, self.config, self.stream.copy(), budget_s, clock_s=self.clock_s,
-                         step=self.step, tokens=self.tokens, log=list(self.log), parent=self)
-
     def summary(self) -> dict:
         return {"steps": self.step, "epochs": round(self.stream.epochs, 3),
-                "train_minutes": round(self.clock_s / 60, 2),
+                "train_minutes": round(self.clock_s / 60, 2), "batch_tokens": self.stream.max_tokens,
                 "target_tokens_per_s": round(self.tokens / max(self.clock_s, 1e-9), 1),
                 "precision": self.config.precision,
                 "parameters": sum(p.numel() for p in self.model.parameters())}
@@ -113,54 +109,93 @@ def translation_score(model, data, examples, note: str) -> dict:
     return {**summary, "examples": result["examples"]}
 
 
+def _score_when_due(c: Contender, data, test, snapshot_minutes: float | None) -> None:
+    """Score ``c`` on ``test`` once, on the step its clock passes ``snapshot_minutes`` (its short-budget score)."""
+    if snapshot_minutes is not None and c.snapshot is None and c.clock_s >= 60 * snapshot_minutes:
+        c.snapshot = {"at_minutes": round(c.clock_s / 60, 2), "steps": c.step, "budget_minutes": snapshot_minutes,
+                      **translation_score(c.model, data, test, f"{c.name} at {snapshot_minutes:g} min, step {c.step}")}
+
+
+def _check_snapshot(contenders: list[Contender], snapshot_minutes: float | None) -> None:
+    if snapshot_minutes is None:
+        return
+    for c in contenders:
+        if c.config.cooldown:
+            raise ValueError(f"{c.name} cools down at the end of its budget: its state at {snapshot_minutes:g} "
+                             "minutes is not what that budget gives; train that budget as a run of its own")
+
+
+def _status(contenders: list[Contender]) -> str:
+    return "  " + "  |  ".join(f"{c.name}: step {c.step}, {c.clock_s / 60:.1f} min, "
+                               f"{c.log[-1]['loss'] if c.log else float('nan'):.3f} loss, "
+                               f"{c.tokens / max(c.clock_s, 1e-9):.0f} tok/s" for c in contenders) \
+        + f"  | load {os.getloadavg()[0]:.1f}"
+
+
 def run_interleaved(contenders: list[Contender], data, test, snapshot_minutes: float | None) -> None:
     """One step of each unfinished contender in turn until every own clock has spent its budget.
 
-    At ``snapshot_minutes`` each contender gets its short-budget score: a contender whose
-    schedule has a cool-down forks a branch at ``(1 - cooldown) × snapshot_minutes`` that cools
-    down to zero at ``snapshot_minutes`` (what a run given that budget does); one without a
-    cool-down is simply scored when its clock passes ``snapshot_minutes``.
+    Each is scored on ``test`` when its clock passes ``snapshot_minutes`` (its short-budget
+    score; a contender whose schedule cools down is refused, see :class:`Contender`).
     """
-    active = list(contenders)
+    _check_snapshot(contenders, snapshot_minutes)
+    active = [c for c in contenders if not c.done]
     last_report = time.perf_counter()
     while active:
         for c in list(active):
             c.train_step()
-            if snapshot_minutes is not None and c.parent is None and c.snapshot is None and not c.done:
-                cooldown = c.config.cooldown
-                if cooldown and c.clock_s >= 60 * snapshot_minutes * (1 - cooldown):
-                    c.snapshot = {"pending": True}
-                    active.append(c.fork(f"{c.name} ({snapshot_minutes:g}-min budget)", 60 * snapshot_minutes))
-                elif not cooldown and c.clock_s >= 60 * snapshot_minutes:
-                    c.snapshot = {"at_minutes": round(c.clock_s / 60, 2), "steps": c.step, **translation_score(
-                        c.model, data, test, f"{c.name} at {snapshot_minutes:g} min, step {c.step}")}
+            _score_when_due(c, data, test, snapshot_minutes)
             if c.done:
                 active.remove(c)
-                if c.parent is not None:  # a finished cool-down branch is its parent's short-budget score
-                    c.parent.snapshot = {"at_minutes": round(c.clock_s / 60, 2), "steps": c.step,
-                                         "budget_minutes": snapshot_minutes, **translation_score(
-                                             c.model, data, test, f"{c.name}, step {c.step}")}
-        if time.perf_counter() - last_report > 60:
+        if active and time.perf_counter() - last_report > 60:
             last_report = time.perf_counter()
-            print("  " + "  |  ".join(f"{c.name}: step {c.step}, {c.clock_s / 60:.1f} min, "
-                                      f"{c.log[-1]['loss'] if c.log else float('nan'):.3f} loss, "
-                                      f"{c.tokens / max(c.clock_s, 1e-9):.0f} tok/s" for c in active)
-                  + f"  | load {os.getloadavg()[0]:.1f}", flush=True)
+            print(_status(active), flush=True)
 
 
-def attnlab_contender(data, budget_s: float, *, max_tokens: int, seed: int = 0, task: str = "fra-eng") -> Contender:
-    """``attnlab train --task TASK --max-minutes M``: the task's preset (:meth:`RunConfig.for_task`), unchanged,
-    with the clock alone ending it."""
-    vocab = data.target.vocab_size
-    run = RunConfig.for_task(task, steps=10**9, max_tokens=max_tokens, seed=seed,
-                             max_minutes=budget_s / 60).with_vocab(vocab, vocab)
-    torch.manual_seed(seed)
-    model = Transformer(run.model)
-    cpu = torch.device("cpu")
-    config = run.train
-    config.precision = resolve_precision(config.precision, cpu)
-    return Contender("attnlab", model, make_optimizer(model, config, cpu), config,
-                     BatchStream.for_config(data.train, config), budget_s)
+def attnlab_run(run_config: RunConfig, data, run_dir: Path, *, beside: list[Contender] = (), test=None,
+                snapshot_minutes: float | None = None, label: str = "attnlab",
+                wall: Callable[[], float] = time.perf_counter) -> dict:
+    """``attnlab train`` in this process: the trainer on ``run_config`` and ``data`` in ``run_dir``.
+
+    Every contender of ``beside`` that has budget left is stepped once after each of the run's
+    steps (and scored on ``test`` when its clock passes ``snapshot_minutes``). The run's clock is
+    wall time less the time spent on them, so its calibration, plan and stop are what the plain
+    command does on this machine alone; its dev evaluations, checkpoints and plan are inside its
+    budget, as they are there. Returns eval.json's summary with the mean ``target_tokens_per_s``
+    of its logged windows, ``log`` (every 100th step of metrics.jsonl) and ``final`` (BLEU, chrF,
+    loss and the first examples of the test split). ``wall`` is the wall clock (tests pass a fake one).
+    """
+    beside = list(beside)
+    _check_snapshot(beside, snapshot_minutes)
+    outside = 0.0  # seconds spent on the contenders beside it
+    last_report = wall()
+
+    def clock() -> float:
+        return wall() - outside
+
+    def step_beside(step: int) -> None:
+        nonlocal outside, last_report
+        began = wall()
+        active = [c for c in beside if not c.done]
+        for c in active:
+            c.train_step()
+            _score_when_due(c, data, test, snapshot_minutes)
+        if active and began - last_report > 60:
+            last_report = began
+            print(_status(active), flush=True)
+        outside += wall() - began
+
+    result = train(Path(run_dir), run_config, data=data, progress_label=label, clock=clock,
+                   on_step=step_beside if beside else None)
+    summary = dict(result["summary"])
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in records if r.get("split") == "train"]
+    rates = [r["tokens_per_s"] for r in steps]
+    summary["target_tokens_per_s"] = round(sum(rates) / len(rates), 1) if rates else None
+    summary["log"] = [{key: r[key] for key in ("step", "loss", "lr", "epoch")} for r in steps if r["step"] % 100 == 0]
+    summary["final"] = {**{key: summary[key] for key in ("bleu", "chrf", "loss", "num_examples") if key in summary},
+                        "examples": result["examples"][:5]}
+    return summary
 
 
 def baseline_contender(data, budget_s: float, *, max_tokens: int, seed: int = 0) -> Contender:

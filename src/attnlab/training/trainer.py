@@ -133,12 +133,6 @@ class BatchStream:
         """Epochs done, fractional."""
         return self.epoch + self.index / max(len(self._batches), 1)
 
-    def copy(self) -> "BatchStream":
-        """An independent stream at the same position (the batches themselves are shared, read-only)."""
-        twin = object.__new__(BatchStream)
-        twin.__dict__.update(self.__dict__)
-        return twin
-
 
 class _MetricsLog:
     """metrics.jsonl: one JSON object per line, appended (and flushed) as each record is logged, so that
@@ -172,13 +166,16 @@ def _logged_step(line: str) -> int | None:
 
 def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progress: bool = True,
           data: TaskData | None = None, on_log=None, progress_label: str = "train",
-          clock: Callable[[], float] = time.perf_counter) -> dict | None:
+          clock: Callable[[], float] = time.perf_counter,
+          on_step: Callable[[int], None] | None = None) -> dict | None:
     """Train (or resume) the run in ``run_dir``; return the final evaluation dict.
 
     ``data`` may be given to reuse an already-loaded task (tests, experiments). ``progress``
     shows a bar on a terminal and plain lines elsewhere (:mod:`attnlab.training.progress`),
     headed ``progress_label``. ``clock`` (seconds) times the budget, the calibration and the
-    throughput; tests pass a fake one.
+    throughput; tests pass a fake one. ``on_step(step)`` is called on rank 0 after every
+    optimiser step; a caller that does work there (a benchmark steps a second model) takes its
+    time off ``clock``.
     Started by torchrun, every rank trains its shard of each batch; rank 0
     returns the evaluation and the other ranks return None.
     """
@@ -188,7 +185,7 @@ def train(run_dir: Path, run_config: RunConfig, *, resume: bool = False, progres
     keep_freed_memory()
     try:
         return _train(run_dir, run_config, context, device, resume=resume, progress=progress, data=data,
-                      on_log=on_log, progress_label=progress_label, clock=clock)
+                      on_log=on_log, progress_label=progress_label, clock=clock, on_step=on_step)
     finally:
         keep_freed_memory(False)  # the rest of the process (tests, notebooks) gets glibc's defaults back
         distributed.cleanup(context)
@@ -210,7 +207,7 @@ def _shared_plan(plan: BudgetPlan | None, context: "distributed.DistributedConte
 
 def _train(run_dir: Path, run_config: RunConfig, context: "distributed.DistributedContext", device: torch.device, *,
            resume: bool, progress: bool, data: TaskData | None, on_log, progress_label: str,
-           clock: Callable[[], float]) -> dict | None:
+           clock: Callable[[], float], on_step: Callable[[int], None] | None) -> dict | None:
     config = run_config.train
     main = context.is_main
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -401,6 +398,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                 if plan is not None:
                     calibration = None
             bar.tick(step)
+            if on_step is not None and main:
+                on_step(step)
             elapsed = clock() - started
             if context.enabled and config.max_minutes is not None:  # rank 0's clock decides for every rank
                 shared = torch.tensor([elapsed], dtype=torch.float64, device=device)
