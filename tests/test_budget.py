@@ -573,3 +573,13 @@ def test_a_short_budget_score_on_the_way_is_refused_for_a_schedule_that_cools_do
     with pytest.raises(ValueError, match="cools down at the end of its budget"):
         run_interleaved([cooling], None, [], 0.5)
     assert cooling.step == 0  # refused before any step
+
+
+def test_the_progress_line_of_a_model_beside_says_so_before_its_first_logged_loss():
+    from attnlab.benchmarking import Contender
+    from attnlab.benchmarking.translation import _status
+
+    baseline = Contender("baseline", None, None, TrainConfig(), None, budget_s=60.0, clock_s=30.0, step=23, tokens=600)
+    assert "baseline: step 23, 0.5 min, no loss logged yet, 20 tok/s" in _status([baseline])
+    baseline.log.append({"step": 100, "loss": 4.25})
+    assert "4.250 loss" in _status([baseline]) and "nan" not in _status([baseline])

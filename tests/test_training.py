@@ -369,6 +369,23 @@ def test_plain_progress_of_a_resumed_time_budget_counts_earlier_sessions():
     assert bar._eta_s(60.0) == pytest.approx(40.0)
 
 
+def test_plain_progress_shows_the_steps_a_budget_plan_expects_once_it_is_made(capsys):
+    from attnlab.training.progress import TrainingProgress
+
+    now = [0.0]
+    bar = TrainingProgress(total=1600, plain=True, interval_s=0.0, time_budget_s=900.0, clock=lambda: now[0])
+    with bar:
+        now[0] = 10.0
+        bar.update(10, loss=7.0, lr=1e-4, tokens_per_s=4000.0)
+        bar.set_plan(1066)
+        bar.set_plan(2000)  # a plan for more than the configured steps leaves the configured total
+        now[0] = 20.0
+        bar.update(20, loss=6.5, lr=2e-4, tokens_per_s=4000.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("train step 10/1600, ")
+    assert lines[1].startswith("train step 20/≈1,066, ") and lines[1].endswith("ETA 14:40")  # capped by the clock
+
+
 def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
     """A run killed mid-write leaves half a line after its last checkpoint; the resumed log is the uninterrupted one."""
     train(tmp_path / "full", tiny_run(steps=30, schedule="noam"), progress=False)

@@ -126,8 +126,10 @@ def _check_snapshot(contenders: list[Contender], snapshot_minutes: float | None)
 
 
 def _status(contenders: list[Contender]) -> str:
-    return "  " + "  |  ".join(f"{c.name}: step {c.step}, {c.clock_s / 60:.1f} min, "
-                               f"{c.log[-1]['loss'] if c.log else float('nan'):.3f} loss, "
+    def loss(c: Contender) -> str:  # the last logged loss; none before the first 100 steps
+        return f"{c.log[-1]['loss']:.3f} loss" if c.log else "no loss logged yet"
+
+    return "  " + "  |  ".join(f"{c.name}: step {c.step}, {c.clock_s / 60:.1f} min, {loss(c)}, "
                                f"{c.tokens / max(c.clock_s, 1e-9):.0f} tok/s" for c in contenders) \
         + f"  | load {os.getloadavg()[0]:.1f}"
 

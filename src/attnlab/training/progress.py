@@ -67,6 +67,7 @@ class TrainingProgress:
         self.started = clock()
         self.last_line: float | None = None
         self.step, self.latest, self.dev = start, None, None  # latest: (loss, lr, tokens/s); dev: (step, text)
+        self.planned: int | None = None  # the steps a time budget's plan expects, shown as "step 40/≈545"
         self.progress = Progress(
             TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"),
@@ -113,6 +114,18 @@ class TrainingProgress:
         else:
             self.progress.console.print(f"  step {step}: dev loss {summary['loss']:.3f}, {metric} {shown}")
 
+    def set_plan(self, steps: int) -> None:
+        """Show the steps a time budget is planned to buy instead of the configured ones (fewer only).
+
+        The run still stops at its clock, not at this count (a machine that speeds up makes more
+        steps than planned), so only the shown total and the live bar change; the ETA stays capped
+        by the budget's clock.
+        """
+        if steps >= self.total:
+            return
+        self.planned = steps
+        self.progress.update(self.task, total=steps)
+
     def message(self, text: str) -> None:
         """A line of its own (the plan a time budget bought): above the live bar, or plain on stderr."""
         if not self.enabled:
@@ -125,7 +138,7 @@ class TrainingProgress:
     def _print_line(self, now: float) -> None:
         self.last_line = now
         session_s = now - self.started
-        parts = [f"{self.label} step {self.step}/{self.total}"]
+        parts = [f"{self.label} step {self.step}/{self.total if self.planned is None else f'≈{self.planned:,}'}"]
         if self.latest is not None:
             loss, lr, tokens_per_s = self.latest
             parts += [f"loss {loss:.3f}", f"lr {lr:.2e}", f"{tokens_per_s:,.0f} tok/s"]

@@ -290,6 +290,8 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
     bar = TrainingProgress(total=config.steps, start=step, enabled=progress and main, label=progress_label,
                            elapsed_before=trained_s, clock=clock,
                            time_budget_s=None if config.max_minutes is None else 60 * config.max_minutes)
+    if plan is not None:  # a resumed run shows the steps its plan expects
+        bar.set_plan(plan.steps)
     stream = BatchStream.for_config(data.train, config, epoch=epoch, index=batch_index, max_tokens=batch_tokens)
     session_start = clock()
     started = session_start - trained_s
@@ -392,6 +394,7 @@ def _train(run_dir: Path, run_config: RunConfig, context: "distributed.Distribut
                     run_config = replace(run_config, plan=plan)
                     write_config(run_dir, run_config)
                     bar.message(plan.describe())
+                    bar.set_plan(plan.steps)
                     window_outside += clock() - began
                     spent["plan"] += clock() - began
                 plan = _shared_plan(plan, context)
