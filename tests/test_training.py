@@ -358,6 +358,18 @@ def test_plain_progress_lines_come_at_the_interval_and_at_each_evaluation(capsys
     ]
 
 
+def test_plain_progress_prints_the_last_step_once(capsys):
+    from attnlab.training.progress import TrainingProgress
+
+    now = [0.0]
+    bar = TrainingProgress(total=100, plain=True, interval_s=30.0, clock=lambda: now[0])
+    with bar:
+        now[0] = 10.0
+        bar.update(100, loss=2.0, lr=1e-3, tokens_per_s=1000.0)  # the trainer logs the last step ...
+        bar.tick(100)  # ... and ticks it
+    assert [line.split(",")[0] for line in capsys.readouterr().err.splitlines()] == ["train step 100/100"]
+
+
 def test_plain_progress_of_a_resumed_time_budget_counts_earlier_sessions():
     from attnlab.training.progress import TrainingProgress
 

@@ -66,6 +66,7 @@ class TrainingProgress:
         self.elapsed_before, self.time_budget_s, self.clock = elapsed_before, time_budget_s, clock
         self.started = clock()
         self.last_line: float | None = None
+        self.printed_step: int | None = None  # the step of the last plain line
         self.step, self.latest, self.dev = start, None, None  # latest: (loss, lr, tokens/s); dev: (step, text)
         self.planned: int | None = None  # the steps a time budget's plan expects, shown as "step 40/≈545"
         self.progress = Progress(
@@ -98,7 +99,8 @@ class TrainingProgress:
         if not self.plain or self.latest is None:
             return
         now = self.clock()
-        if self.last_line is None or now - self.last_line >= self.interval_s or step == self.total:
+        last = step == self.total and self.printed_step != step  # the final step: one line, not two
+        if self.last_line is None or now - self.last_line >= self.interval_s or last:
             self._print_line(now)
 
     def note(self, step: int, summary: dict, metric: str) -> None:
@@ -136,7 +138,7 @@ class TrainingProgress:
             self.progress.console.print(text)
 
     def _print_line(self, now: float) -> None:
-        self.last_line = now
+        self.last_line, self.printed_step = now, self.step
         session_s = now - self.started
         parts = [f"{self.label} step {self.step}/{self.total if self.planned is None else f'≈{self.planned:,}'}"]
         if self.latest is not None:
