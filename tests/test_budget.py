@@ -180,7 +180,10 @@ def test_a_timed_run_makes_the_plan_its_budget_buys_and_follows_it(tmp_path, fak
     assert (plan.steps, plan.calibration_steps, plan.step_seconds) == (90, 13, 1.0)
     assert plan.warmup == 45  # 100 * 90 / 200
     assert (plan.cooldown_from_minute, plan.cooldown_from_step) == (1.2, 73)
-    assert "plan: ≈ 90 steps of 16 sentences; warmup 45; peak 3e-3; cool-down from minute 1.2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "plan: ≈ 90 steps of 16 sentences; warmup 45; peak 3e-3; cool-down from minute 1.2" in err
+    lines = [line for line in err.splitlines() if line.startswith("train step ")]  # every 30 s of the clock
+    assert lines[0].startswith("train step 5/200, ") and lines[-1].startswith("train step 80/≈90, ")
     assert result["summary"]["plan"] == plan.to_dict() and result["summary"]["steps"] == 91  # stops past 90 s
     lr = {record["step"]: record["lr"] for record in _records(tmp_path / "run")}
     reached = 3e-3 * 13 / 100  # where the calibration's ramp (the configured warmup of 100) left off
@@ -320,7 +323,7 @@ def killed_at_step(run_dir, fake_steps, monkeypatch, run=None, at=60):
     return counted_step
 
 
-def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_steps, monkeypatch):
+def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_steps, monkeypatch, capsys):
     fitted = []
     plain_fit = trainer.fit_plan
     monkeypatch.setattr(trainer, "fit_plan", lambda *a, **k: fitted.append(1) or plain_fit(*a, **k))
@@ -333,9 +336,11 @@ def test_a_resumed_run_keeps_its_plan_and_does_not_recalibrate(tmp_path, fake_st
 
     monkeypatch.setattr(trainer, "train_step", counted_step)
     fake_steps.now, fake_steps.step_s = 1000.0, 3.0  # a later session on a slower machine: recalibrating would differ
-    resumed = train(tmp_path / "part", budget_run(), resume=True, progress=False,
+    capsys.readouterr()
+    resumed = train(tmp_path / "part", budget_run(), resume=True,
                     clock=lambda: fake_steps.now)  # resumes from the checkpoint at step 50 (50 s spent)
     assert len(fitted) == 2, "the resumed run calibrated again"
+    assert "train step 55/≈90, " in capsys.readouterr().err  # its progress shows the stored plan's steps
     assert json.loads((tmp_path / "part" / "config.json").read_text())["plan"] == planned
     assert resumed["summary"]["plan"] == planned
     lr_full = {r["step"]: r["lr"] for r in _records(tmp_path / "full")}
